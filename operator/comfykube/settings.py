@@ -1,0 +1,85 @@
+"""Configuration from the environment, validated once at start.
+
+A bad value stops the process at start with a message naming the variable,
+instead of failing the first job minutes later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from comfykube.types import MAX_PRESIGN_SECONDS
+
+#: Where the workflows shipped with the package live (repo checkout or installed data).
+DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline, the operator and the CLI read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    comfyui_url: str = Field(
+        default="http://127.0.0.1:8188",
+        description="ComfyUI base URL; several separated by commas form a pool.",
+    )
+    comfyui_health_retries: int = Field(default=5, ge=0, le=100)
+    comfyui_request_timeout: float = Field(default=30.0, gt=0, description="Seconds for one HTTP call.")
+    comfyui_poll_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between /history polls while following a prompt."
+    )
+    comfyui_lost_polls: int = Field(
+        default=3, ge=1, description="Polls absent from /queue and /history before a prompt counts as lost."
+    )
+
+    minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
+    minio_access_key: str | None = None
+    minio_secret_key: str | None = None
+    minio_bucket: str = Field(default="comfykube", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    minio_secure: bool = False
+    minio_region: str | None = None
+    minio_public_endpoint: str | None = Field(
+        default=None, description="URL people outside the cluster use to reach MinIO (signs presigned URLs)."
+    )
+    presign_expiry_seconds: int = Field(default=3600, ge=60, le=MAX_PRESIGN_SECONDS)
+    output_dir: Path = Field(
+        default=Path("comfykube-output"), description="Local store directory when no MinIO is configured."
+    )
+
+    workflows_dir: Path = Field(default=DEFAULT_WORKFLOWS_DIR)
+    extra_workflows_dir: Path | None = Field(
+        default=None, description="More workflows (e.g. a mounted ConfigMap); same names override."
+    )
+    default_timeout_seconds: int = Field(
+        default=600, ge=1, description="Job deadline when spec.timeoutSeconds is not set."
+    )
+
+    @field_validator("comfyui_url")
+    @classmethod
+    def _urls_are_absolute(cls, value: str) -> str:
+        for url in split_urls(value):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"COMFYUI_URL entries must start with http:// or https:// (got {url!r})")
+        if not split_urls(value):
+            raise ValueError("COMFYUI_URL is empty")
+        return value
+
+    @field_validator("minio_public_endpoint")
+    @classmethod
+    def _public_endpoint_is_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("MINIO_PUBLIC_ENDPOINT must be a URL such as https://images.example.com")
+        return value
+
+    @property
+    def comfyui_urls(self) -> list[str]:
+        """The configured ComfyUI backends, without trailing slashes."""
+        return split_urls(self.comfyui_url)
+
+
+def split_urls(value: str) -> list[str]:
+    """`"http://a:8188/, http://b:8188"` → `["http://a:8188", "http://b:8188"]`."""
+    return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]

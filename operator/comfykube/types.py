@@ -1,0 +1,242 @@
+"""ImageJob types: the single source of truth for the schema.
+
+Everything that accepts or shows an ImageJob uses these models: the CRD
+(`crd.py` generates `crds/imagejob.yaml` from them), the CLI, the operator and
+the Discord bot. Field names on the wire are camelCase, as Kubernetes wants;
+Python code uses snake_case attributes.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "comfykube.dev"
+API_VERSION = "v1alpha1"
+KIND = "ImageJob"
+PLURAL = "imagejobs"
+SINGULAR = "imagejob"
+SHORT_NAMES = ["ij"]
+CATEGORIES = ["comfy"]
+
+#: Largest seed ComfyUI's KSampler accepts that also fits Kubernetes' int64.
+MAX_SEED = 2**63 - 1
+MAX_PROMPT_LENGTH = 4000
+#: Presigned URLs cannot live longer than SigV4 allows (7 days).
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+
+# Names as ComfyUI spells them: lower-case identifiers (`euler_ancestral`).
+COMFY_NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,63}$"
+WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Checkpoint file names as ComfyUI lists them (may contain a subfolder and spaces).
+MODEL_NAME_PATTERN = r"^[^\x00-\x1f/\\][^\x00-\x1f\\]{0,254}$"
+DISCORD_ID_PATTERN = r"^[0-9]{15,21}$"
+
+
+class Phase(enum.StrEnum):
+    """Where an ImageJob is in its life. Terminal phases never change again."""
+
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    UPLOADING = "Uploading"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for Succeeded, Failed and Cancelled."""
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused (as the CRD does)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict with camelCase keys and unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class DiscordNotify(_Model):
+    """Where the bot posts a job's result when the job was not created from the chat."""
+
+    channel_id: Annotated[str, Field(pattern=DISCORD_ID_PATTERN, description="Discord channel id.")]
+
+
+class Notify(_Model):
+    """Optional notification targets for the result."""
+
+    discord: DiscordNotify | None = Field(default=None, description="Post the result to a Discord channel.")
+
+
+class OutputSpec(_Model):
+    """What happens to stored images."""
+
+    delete_with_job: bool = Field(
+        default=False, description="Delete the stored images when the ImageJob is deleted."
+    )
+
+
+class ImageJobSpec(_Model):
+    """What to render. Immutable once the ImageJob exists."""
+
+    prompt: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What the picture shows."),
+    ]
+    negative_prompt: Annotated[
+        str, Field(max_length=MAX_PROMPT_LENGTH, description="What the picture must not show.")
+    ] = ""
+    workflow: Annotated[
+        str,
+        Field(pattern=WORKFLOW_NAME_PATTERN, description="Workflow template name from workflows/."),
+    ] = "t2i_basic"
+    model: Annotated[
+        str | None,
+        Field(
+            pattern=MODEL_NAME_PATTERN,
+            max_length=255,
+            description="Checkpoint file as ComfyUI lists it; omitted: the workflow's default.",
+        ),
+    ] = None
+    width: Annotated[int, Field(ge=64, le=2048, multiple_of=8, description="Image width in pixels.")] = 512
+    height: Annotated[int, Field(ge=64, le=2048, multiple_of=8, description="Image height in pixels.")] = 512
+    steps: Annotated[int, Field(ge=1, le=150, description="Sampling steps.")] = 20
+    cfg: Annotated[float, Field(ge=0, le=30, description="Classifier-free guidance scale.")] = 7.0
+    sampler: Annotated[
+        str,
+        Field(pattern=COMFY_NAME_PATTERN, description="ComfyUI sampler name, e.g. euler_ancestral."),
+    ] = "euler"
+    scheduler: Annotated[
+        str, Field(pattern=COMFY_NAME_PATTERN, description="ComfyUI scheduler name, e.g. karras.")
+    ] = "normal"
+    seed: Annotated[
+        int | None,
+        Field(ge=0, le=MAX_SEED, description="Noise seed; omitted: random, recorded in status.seed."),
+    ] = None
+    batch_size: Annotated[int, Field(ge=1, le=8, description="Images rendered in one run.")] = 1
+    timeout_seconds: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=7 * 24 * 3600,
+            description="Deadline for the whole job; omitted: the deployment's default.",
+        ),
+    ] = None
+    ttl_seconds_after_finished: Annotated[
+        int | None,
+        Field(ge=0, le=365 * 24 * 3600, description="Delete the ImageJob this long after it finished."),
+    ] = None
+    output: OutputSpec | None = Field(default=None, description="What happens to the stored images.")
+    notify: Notify | None = Field(default=None, description="Where to announce the result.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must contain some text, not only white space")
+        return value
+
+
+class Progress(_Model):
+    """Sampler steps done out of the total, as ComfyUI reports them."""
+
+    value: Annotated[int, Field(ge=0)] = 0
+    max: Annotated[int, Field(ge=0)] = 0
+
+
+class StoredImage(_Model):
+    """One verified image in the object store."""
+
+    key: str = Field(description="Object key in the bucket.")
+    bytes: Annotated[int, Field(ge=1, description="Size in bytes, verified after upload.")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes.")]
+    content_type: str = Field(description="MIME type, e.g. image/png.")
+    width: int | None = Field(default=None, description="Decoded width in pixels.")
+    height: int | None = Field(default=None, description="Decoded height in pixels.")
+    url: str | None = Field(default=None, description="Presigned GET URL.")
+    url_expires_at: str | None = Field(default=None, description="When url stops working (RFC 3339).")
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition (metav1.Condition)."""
+
+    type: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=316)]
+    status: Annotated[str, Field(pattern=r"^(True|False|Unknown)$")]
+    reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
+    message: Annotated[str, Field(max_length=32768)] = ""
+    last_transition_time: str
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+
+class ImageJobStatus(_Model):
+    """What happened. Written only by the operator (or the CLI's --json output)."""
+
+    phase: Phase = Phase.PENDING
+    reason: str | None = Field(default=None, description="Machine-readable CamelCase cause of the phase.")
+    message: str | None = Field(default=None, description="Human-readable detail.")
+    prompt_id: str | None = Field(default=None, description="ComfyUI prompt id (the ImageJob uid).")
+    backend: str | None = Field(default=None, description="ComfyUI backend that ran the job.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed actually used.")
+    progress: Progress | None = None
+    queue_position: int | None = Field(default=None, ge=0, description="Prompts ahead in ComfyUI's queue.")
+    images: list[StoredImage] = Field(default_factory=list)
+    url: str | None = Field(default=None, description="Presigned URL of the first image.")
+    start_time: str | None = None
+    completion_time: str | None = None
+    submissions: int = Field(default=0, ge=0, description="How often the prompt was sent to ComfyUI.")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
+    """One readable line per problem, naming the field as the user wrote it.
+
+    `spec.width: must be a multiple of 8 (got 513)` reads better than pydantic's
+    multi-line default and never leaks internal type names.
+    """
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item.get("loc", ()))
+        where = f"{prefix}.{loc}" if loc else prefix
+        msg = item.get("msg", "invalid")
+        if item.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif item.get("type") == "missing":
+            msg = "is required"
+        got = item.get("input")
+        shown = ""
+        if item.get("type") not in ("missing",) and isinstance(got, str | int | float | bool) and got != "":
+            text = repr(got)
+            shown = f" (got {text[:60]}{'…' if len(text) > 60 else ''})"
+        lines.append(f"{where}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def parse_spec(data: dict[str, Any]) -> ImageJobSpec:
+    """Validate a spec as it arrives from YAML, the API or the chat.
+
+    Raises `comfykube.errors.InvalidSpec` with a message naming each bad field.
+    """
+    from comfykube.errors import InvalidSpec
+
+    if not isinstance(data, dict):
+        raise InvalidSpec("spec must be a mapping")
+    try:
+        return ImageJobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSpec(describe_validation_error(exc)) from None

@@ -1,0 +1,1 @@
+"""pytest fixtures for the comfyui stand-in (filled in by its module's owner)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for the discord stand-in (filled in by its module's owner)."""
