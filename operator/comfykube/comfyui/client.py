@@ -1,0 +1,425 @@
+"""`ComfyClient`: the HTTP calls to one ComfyUI, plus the shared WebSocket hub.
+
+Every URL is absolute (`{base_url}/path`), every query value goes through
+httpx's `params=` (encoded), every call has a timeout. Interpretation of the
+answers lives elsewhere: `history.py` (/history, /queue), `events.py` (WS
+frames), `errors_text.py` (error bodies), `download.py` (/view bytes),
+`follow.py` (waiting for the end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from comfykube.clock import REAL_CLOCK, Clock
+from comfykube.comfyui.download import DEFAULT_MAX_BYTES, download_image
+from comfykube.comfyui.errors_text import (
+    describe_prompt_rejection,
+    format_allowed,
+    needs_allowed_values,
+    not_offered,
+)
+from comfykube.comfyui.follow import follow_prompt
+from comfykube.comfyui.health import check_health
+from comfykube.comfyui.history import parse_history, parse_queue, prompt_state
+from comfykube.comfyui.hub import EventHub, Watch
+from comfykube.comfyui.models import (
+    DownloadedImage,
+    HealthReport,
+    HistoryEntry,
+    OutputImage,
+    ProgressCallback,
+    PromptPhase,
+    PromptState,
+    QueueSnapshot,
+)
+from comfykube.comfyui.transport import (
+    json_body,
+    make_http_client,
+    normalize_base_url,
+    request,
+    status_text,
+    unavailable,
+)
+from comfykube.errors import ComfyUIUnavailable, DownloadFailed, PreflightFailed, PromptRejected
+
+log = logging.getLogger(__name__)
+
+
+def _combo_values(spec: Any) -> list[str] | None:
+    """Allowed values of an enum input: `[[a, b], {...}]` (0.3.x) or `["COMBO", {"options": [...]}]`."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return [str(v) for v in spec[0]]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        options = spec[1].get("options")
+        if isinstance(options, list):
+            return [str(v) for v in options]
+    return None
+
+
+class ComfyClient:
+    """Talks to one ComfyUI. Usable with or without `async with` (call `aclose()` when done).
+
+    `client_id` identifies this process to ComfyUI (WS frames are sent only to
+    the socket with the submitting client id); one is generated when omitted.
+    Times (`poll_interval`, deadlines, TTLs, backoffs) are in `clock` seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client_id: str | None = None,
+        timeout: float = 30.0,
+        clock: Clock = REAL_CLOCK,
+        object_info_ttl: float = 60.0,
+        ws_open_timeout: float = 10.0,
+        ws_quiet_seconds: float = 60.0,
+        download_timeout: float | None = None,
+        max_download_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.client_id = client_id or f"comfykube-{uuid.uuid4().hex[:12]}"
+        self.timeout = timeout
+        self.clock = clock
+        self.object_info_ttl = object_info_ttl
+        self.ws_open_timeout = ws_open_timeout
+        self.ws_quiet_seconds = ws_quiet_seconds
+        self.download_timeout = download_timeout if download_timeout is not None else max(timeout, 60.0)
+        self.max_download_bytes = max_download_bytes
+        self._http: httpx.AsyncClient | None = None
+        self._hub: EventHub | None = None
+        self._object_info: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    def __repr__(self) -> str:
+        return f"ComfyClient({self.base_url!r}, client_id={self.client_id!r})"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> ComfyClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the WebSocket and the HTTP connection pool. The client can be used again after."""
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.aclose()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The lazily created httpx client (no base_url: every URL passed is absolute)."""
+        if self._http is None or self._http.is_closed:
+            self._http = make_http_client(self.timeout)
+        return self._http
+
+    @property
+    def hub(self) -> EventHub:
+        """The WebSocket hub for this client id (created on first use)."""
+        if self._hub is None:
+            self._hub = EventHub(
+                self.base_url,
+                self.client_id,
+                clock=self.clock,
+                open_timeout=self.ws_open_timeout,
+                quiet_seconds=self.ws_quiet_seconds,
+            )
+        return self._hub
+
+    def url(self, path: str) -> str:
+        """Absolute URL of a fixed API path such as `/queue`."""
+        return f"{self.base_url}{path}"
+
+    async def _get_json(self, path: str) -> Any:
+        url = self.url(path)
+        response = await request(self.http, "GET", url)
+        if response.status_code != 200:
+            raise unavailable("GET", url, f"answered {status_text(response)}")
+        return json_body(response, "GET", url)
+
+    async def _post(self, path: str, payload: Mapping[str, Any]) -> None:
+        url = self.url(path)
+        response = await request(self.http, "POST", url, json_data=payload)
+        if response.status_code != 200:
+            raise unavailable("POST", url, f"answered {status_text(response)}")
+
+    # -------------------------------------------------------------- health, models
+
+    async def health(self, retries: int = 5, backoff: float = 0.5) -> HealthReport:
+        """`check_health` on this client's URL, clock and connection pool."""
+        return await check_health(
+            self.base_url,
+            retries=retries,
+            backoff=backoff,
+            http_timeout=self.timeout,
+            clock=self.clock,
+            http=self.http,
+        )
+
+    async def checkpoints(self) -> list[str]:
+        """Checkpoint file names this ComfyUI offers (`/models/checkpoints`)."""
+        body = await self._get_json("/models/checkpoints")
+        if not isinstance(body, list):
+            raise unavailable("GET", self.url("/models/checkpoints"), "answered something other than a list")
+        return [str(name) for name in body]
+
+    async def object_info(self, class_type: str) -> dict[str, Any]:
+        """`/object_info/{class}` for one node class, cached for `object_info_ttl` clock seconds.
+
+        ComfyUI answers 200 `{}` for unknown classes; that comes back as `{}`.
+        """
+        cached = self._object_info.get(class_type)
+        now = self.clock.now()
+        if cached is not None and now - cached[0] < self.object_info_ttl:
+            return cached[1]
+        body = await self._get_json(f"/object_info/{quote(class_type, safe='')}")
+        info = body.get(class_type) if isinstance(body, dict) else None
+        info = info if isinstance(info, dict) else {}
+        self._object_info[class_type] = (now, info)
+        return info
+
+    async def input_options(self, class_type: str, input_name: str) -> list[str] | None:
+        """The allowed values of an enum input (e.g. KSampler.sampler_name), None if not an enum."""
+        info = await self.object_info(class_type)
+        inputs = info.get("input") or {}
+        for group in ("required", "optional"):
+            spec = (inputs.get(group) or {}).get(input_name)
+            if spec is not None:
+                return _combo_values(spec)
+        return None
+
+    async def sampler_options(self) -> tuple[list[str], list[str]]:
+        """(samplers, schedulers) this ComfyUI's KSampler accepts."""
+        samplers = await self.input_options("KSampler", "sampler_name")
+        schedulers = await self.input_options("KSampler", "scheduler")
+        if samplers is None or schedulers is None:
+            raise unavailable(
+                "GET", self.url("/object_info/KSampler"), "did not list sampler_name and scheduler choices"
+            )
+        return samplers, schedulers
+
+    async def preflight(self, checkpoint: str | None, sampler: str | None, scheduler: str | None) -> None:
+        """Check values against what THIS ComfyUI offers; PreflightFailed names the bad one.
+
+        `None` skips a check (e.g. the workflow's default checkpoint).
+        """
+        problems: list[str] = []
+        if sampler is not None or scheduler is not None:
+            samplers, schedulers = await self.sampler_options()
+            if sampler is not None and sampler not in samplers:
+                problems.append(not_offered("sampler", sampler, samplers))
+            if scheduler is not None and scheduler not in schedulers:
+                problems.append(not_offered("scheduler", scheduler, schedulers))
+        if checkpoint is not None:
+            installed = await self.checkpoints()
+            if checkpoint not in installed:
+                if installed:
+                    problems.append(not_offered("checkpoint", checkpoint, installed))
+                else:
+                    problems.append(
+                        f"checkpoint {checkpoint!r} is not installed: this ComfyUI has no checkpoints"
+                    )
+        if problems:
+            raise PreflightFailed("; ".join(problems))
+
+    # ---------------------------------------------------------------- submission
+
+    @asynccontextmanager
+    async def watch(self, prompt_id: str) -> AsyncIterator[Watch]:
+        """Subscribe to `prompt_id`'s WS frames and make sure the socket is up; enter BEFORE submit.
+
+        If the socket cannot be opened within `ws_open_timeout` the watch is still
+        returned (follow() polls history regardless).
+        """
+        watch = self.hub.subscribe(prompt_id)
+        try:
+            if not await self.hub.ensure_connected(self.ws_open_timeout):
+                log.warning("ComfyUI WebSocket for %s is not up; following %s by polling", self, prompt_id)
+            yield watch
+        finally:
+            if self._hub is not None:
+                self._hub.unsubscribe(watch)
+
+    async def submit(
+        self, graph: Mapping[str, Any], prompt_id: str, *, extra_data: Mapping[str, Any] | None = None
+    ) -> int:
+        """POST /prompt with our `client_id` and the given `prompt_id`; returns the queue number.
+
+        400 → PromptRejected with one readable line; 500 → PromptRejected (the
+        body was malformed: a client bug, not retried); connection errors, time-outs
+        and 502–504 → ComfyUIUnavailable. After a time-out the prompt may have been
+        queued anyway: `lookup()` before submitting again.
+        """
+        _check_graph(graph)
+        payload: dict[str, Any] = {"prompt": dict(graph), "client_id": self.client_id, "prompt_id": prompt_id}
+        if extra_data:
+            payload["extra_data"] = dict(extra_data)
+        url = self.url("/prompt")
+        response = await request(self.http, "POST", url, json_data=payload)
+        if response.status_code == 400:
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            allowed = await self._allowed_for(body)
+            raise PromptRejected(describe_prompt_rejection(body, allowed))
+        if response.status_code == 500:
+            raise PromptRejected(
+                f"ComfyUI could not read the workflow (POST /prompt answered {status_text(response)}); "
+                "this is a bug in the request, not an outage"
+            )
+        if response.status_code >= 500:
+            raise unavailable("POST", url, f"answered {status_text(response)}")
+        if response.status_code != 200:
+            raise PromptRejected(f"POST /prompt answered {status_text(response)}")
+        body = json_body(response, "POST", url)
+        if not isinstance(body, dict):
+            raise unavailable("POST", url, "answered JSON that is not an object")
+        if body.get("prompt_id") not in (None, prompt_id):
+            log.warning("ComfyUI renamed prompt %s to %s", prompt_id, body.get("prompt_id"))
+        number = body.get("number")
+        return int(number) if isinstance(number, int | float) else 0
+
+    async def _allowed_for(self, body: Any) -> dict[tuple[str, str], Sequence[str]]:
+        """Allowed values for 400 errors that only say "(list of length N)"; best effort."""
+        allowed: dict[tuple[str, str], Sequence[str]] = {}
+        for class_type, input_name in needs_allowed_values(body):
+            try:
+                options = await self.input_options(class_type, input_name)
+            except ComfyUIUnavailable:
+                continue
+            if options is not None:
+                allowed[(class_type, input_name)] = options
+        return allowed
+
+    # ------------------------------------------------------------------- state
+
+    async def history(self, prompt_id: str) -> HistoryEntry | None:
+        """The finished entry of `prompt_id`, or None while queued, running or unknown."""
+        body = await self._get_json(f"/history/{quote(prompt_id, safe='')}")
+        return parse_history(prompt_id, body)
+
+    async def queue(self) -> QueueSnapshot:
+        """`/queue` with pending prompts sorted by number."""
+        return parse_queue(await self._get_json("/queue"))
+
+    async def lookup(self, prompt_id: str) -> PromptState:
+        """Where `prompt_id` is: UNKNOWN, PENDING(position), RUNNING or DONE(entry). For attach/resume."""
+        entry = await self.history(prompt_id)
+        if entry is not None:
+            return prompt_state(entry, QueueSnapshot(), prompt_id)
+        queue = await self.queue()
+        state = prompt_state(None, queue, prompt_id)
+        if state.phase is PromptPhase.UNKNOWN:
+            # It may have finished between the two calls.
+            entry = await self.history(prompt_id)
+            if entry is not None:
+                return prompt_state(entry, queue, prompt_id)
+        return state
+
+    async def follow(
+        self,
+        watch: Watch,
+        prompt_id: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        deadline_at: float | None = None,
+        lost_polls: int = 3,
+        poll_interval: float = 2.0,
+    ) -> HistoryEntry:
+        """Wait for the prompt's end (WS + polling); see `follow.follow_prompt`."""
+        return await follow_prompt(
+            self,
+            watch,
+            prompt_id,
+            clock=self.clock,
+            on_progress=on_progress,
+            deadline_at=deadline_at,
+            lost_polls=lost_polls,
+            poll_interval=poll_interval,
+        )
+
+    # --------------------------------------------------------------- downloads
+
+    async def download(
+        self,
+        image: OutputImage,
+        dest_dir: str | os.PathLike[str],
+        *,
+        expected_size: tuple[int, int] | None = None,
+    ) -> DownloadedImage:
+        """Fetch one image through /view into a new file in `dest_dir`, checked (see download.py)."""
+        return await download_image(
+            self.http,
+            self.base_url,
+            image,
+            dest_dir,
+            expected_size=expected_size,
+            max_bytes=self.max_download_bytes,
+            http_timeout=self.download_timeout,
+        )
+
+    async def download_all(
+        self,
+        entry: HistoryEntry,
+        dest_dir: str | os.PathLike[str],
+        *,
+        expected_size: tuple[int, int] | None = None,
+    ) -> list[DownloadedImage]:
+        """Every `type: output` image of `entry` (temp previews skipped); all or nothing.
+
+        On a failure the files already fetched are deleted and the error is raised.
+        """
+        images = entry.output_images
+        if not images:
+            kinds = format_allowed(sorted({image.type for image in entry.images}))
+            raise DownloadFailed(f"prompt {entry.prompt_id} produced no output images (found: {kinds})")
+        done: list[DownloadedImage] = []
+        try:
+            for image in images:
+                done.append(await self.download(image, dest_dir, expected_size=expected_size))
+        except BaseException:
+            for item in done:
+                item.path.unlink(missing_ok=True)
+            raise
+        return done
+
+    # ---------------------------------------------------------------- cleanup
+
+    async def cancel(self, prompt_id: str) -> None:
+        """Remove the prompt if pending and interrupt it if running (only it, not others)."""
+        await self._post("/queue", {"delete": [prompt_id]})
+        await self._post("/interrupt", {"prompt_id": prompt_id})
+
+    async def forget(self, prompt_id: str) -> None:
+        """Delete the prompt's history entry (keeps ComfyUI's in-memory history small)."""
+        await self._post("/history", {"delete": [prompt_id]})
+
+
+def _check_graph(graph: Any) -> None:
+    """Refuse shapes ComfyUI would answer with a bare 500 (UI-format lists, nodes without class_type)."""
+    if not isinstance(graph, Mapping) or not graph:
+        raise PromptRejected("the workflow must be a non-empty mapping of node id to node (API format)")
+    for node_id, node in graph.items():
+        if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
+            raise PromptRejected(f"node {node_id} of the workflow has no class_type (is it in API format?)")
+        if not isinstance(node.get("inputs", {}), Mapping):
+            raise PromptRejected(f"node {node_id} of the workflow has inputs that are not a mapping")

@@ -1,0 +1,199 @@
+"""WebSocket frames → typed events. The only place that knows ComfyUI's frame shapes.
+
+ComfyUI sends JSON text frames `{"type": ..., "data": {...}}` and, when live
+previews are on, binary frames (`[u32 type][u32 format][image]`). Binary and
+unparsable frames become `None`: a stray preview must never crash a follower.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all parsed frames; `prompt_id` is None for broadcast frames (status)."""
+
+    prompt_id: str | None
+
+    @property
+    def terminal(self) -> bool:
+        """True when the frame means the prompt stopped running (history is about to exist)."""
+        return False
+
+
+@dataclass(frozen=True)
+class StatusEvent(Event):
+    """`status`: queue length broadcast; the first frame after connecting carries our `sid`."""
+
+    queue_remaining: int | None = None
+    sid: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionStart(Event):
+    """`execution_start`: the prompt left the queue and started."""
+
+
+@dataclass(frozen=True)
+class ExecutionCached(Event):
+    """`execution_cached`: nodes whose outputs were reused."""
+
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Executing(Event):
+    """`executing`: a node started; `node is None` is the classic "prompt finished" marker."""
+
+    node: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.node is None
+
+
+@dataclass(frozen=True)
+class ProgressEvent(Event):
+    """`progress`: sampler steps done out of the total."""
+
+    value: int = 0
+    max: int = 0
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Executed(Event):
+    """`executed`: an output node finished; `images` as ComfyUI lists them."""
+
+    node: str | None = None
+    images: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutionSuccess(Event):
+    """`execution_success`: every node ran."""
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class ExecutionError(Event):
+    """`execution_error`: a node raised. The traceback is deliberately not kept."""
+
+    node_id: str | None = None
+    node_type: str | None = None
+    exception_type: str | None = None
+    exception_message: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class ExecutionInterrupted(Event):
+    """`execution_interrupted`: stopped by /interrupt (ours or someone else's)."""
+
+    node_id: str | None = None
+    node_type: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class OtherEvent(Event):
+    """Any other frame type (progress_state, feature_flags, custom nodes' messages)."""
+
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class Reconnected(Event):
+    """Not a ComfyUI frame: the hub tells followers the socket was re-established.
+
+    Frames sent while it was down are gone (ComfyUI does not replay them), so a
+    follower should poll `/history` right away.
+    """
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_frame(frame: str | bytes) -> Event | None:
+    """Parse one WebSocket frame; None for binary previews and anything malformed."""
+    if isinstance(frame, bytes | bytearray | memoryview):
+        return None
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    data = message.get("data")
+    return parse_message(message["type"], data if isinstance(data, dict) else {})
+
+
+def parse_message(kind: str, data: dict[str, Any]) -> Event:
+    """Turn a `(type, data)` pair into an event (also used for history's `status.messages`)."""
+    prompt_id = _str_or_none(data.get("prompt_id"))
+    if kind == "status":
+        exec_info = (data.get("status") or {}).get("exec_info") or {}
+        remaining = exec_info.get("queue_remaining")
+        return StatusEvent(
+            prompt_id=None,
+            queue_remaining=remaining if isinstance(remaining, int) else None,
+            sid=_str_or_none(data.get("sid")),
+        )
+    if kind == "execution_start":
+        return ExecutionStart(prompt_id)
+    if kind == "execution_cached":
+        return ExecutionCached(prompt_id, nodes=tuple(str(n) for n in data.get("nodes") or ()))
+    if kind == "executing":
+        return Executing(prompt_id, node=_str_or_none(data.get("node")))
+    if kind == "progress":
+        return ProgressEvent(
+            prompt_id,
+            value=_int(data.get("value")),
+            max=_int(data.get("max")),
+            node=_str_or_none(data.get("node")),
+        )
+    if kind == "executed":
+        output = data.get("output") or {}
+        images = output.get("images") if isinstance(output, dict) else None
+        return Executed(
+            prompt_id,
+            node=_str_or_none(data.get("node")),
+            images=tuple(i for i in images or () if isinstance(i, dict)),
+        )
+    if kind == "execution_success":
+        return ExecutionSuccess(prompt_id)
+    if kind == "execution_error":
+        return ExecutionError(
+            prompt_id,
+            node_id=_str_or_none(data.get("node_id")),
+            node_type=_str_or_none(data.get("node_type")),
+            exception_type=_str_or_none(data.get("exception_type")),
+            exception_message=str(data.get("exception_message") or ""),
+        )
+    if kind == "execution_interrupted":
+        return ExecutionInterrupted(
+            prompt_id,
+            node_id=_str_or_none(data.get("node_id")),
+            node_type=_str_or_none(data.get("node_type")),
+        )
+    return OtherEvent(prompt_id, type=kind)

@@ -1,0 +1,111 @@
+"""`/history` and `/queue` answers → typed state. The only place that interprets them.
+
+Facts this relies on (recorded from ComfyUI 0.3.64):
+- `/history/{id}` is `{}` while queued, while running and for ids ComfyUI never
+  ran or forgot; only `/queue` tells those apart.
+- A failed run and an interrupted run both say `status_str: "error"`; the last
+  message (`execution_error` / `execution_interrupted`) says which.
+- `/queue`'s pending list is not sorted; order is by `number` (front=true
+  prompts get negative numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfykube.comfyui.errors_text import describe_execution_error, describe_interruption
+from comfykube.comfyui.models import (
+    HistoryEntry,
+    OutputImage,
+    PromptState,
+    QueueItem,
+    QueueSnapshot,
+)
+from comfykube.errors import ExecutionFailed, Interrupted
+
+
+def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
+    """The entry for `prompt_id` from a `/history/{id}` body, or None while absent (`{}`)."""
+    if not isinstance(body, dict):
+        return None
+    raw = body.get(prompt_id)
+    if not isinstance(raw, dict):
+        return None
+    status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for item in status.get("messages") or ():
+        if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
+            messages.append((item[0], item[1] if isinstance(item[1], dict) else {}))
+    images: list[OutputImage] = []
+    outputs = raw.get("outputs") if isinstance(raw.get("outputs"), dict) else {}
+    for node_id, output in outputs.items():
+        if not isinstance(output, dict):
+            continue
+        for image in output.get("images") or ():
+            if isinstance(image, dict) and image.get("filename"):
+                images.append(
+                    OutputImage(
+                        filename=str(image["filename"]),
+                        subfolder=str(image.get("subfolder") or ""),
+                        type=str(image.get("type") or "output"),
+                        node_id=str(node_id),
+                    )
+                )
+    prompt = raw.get("prompt")
+    number = prompt[0] if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float) else None
+    status_str = status.get("status_str")
+    if not isinstance(status_str, str):
+        # Older ComfyUI wrote entries without status: outputs present means it ran.
+        status_str = "success" if images else "error"
+    return HistoryEntry(
+        prompt_id=prompt_id,
+        status_str=status_str,
+        completed=bool(status.get("completed", status_str == "success")),
+        images=tuple(images),
+        messages=tuple(messages),
+        number=number,
+    )
+
+
+def parse_queue(body: Any) -> QueueSnapshot:
+    """A `/queue` body as a snapshot with pending prompts sorted by number."""
+
+    def items(key: str) -> list[QueueItem]:
+        found: list[QueueItem] = []
+        raw = body.get(key) if isinstance(body, dict) else None
+        for entry in raw or ():
+            if isinstance(entry, list | tuple) and len(entry) >= 2:
+                number = entry[0] if isinstance(entry[0], int | float) else 0
+                found.append(QueueItem(number=number, prompt_id=str(entry[1])))
+        return found
+
+    running = items("queue_running")
+    pending = sorted(items("queue_pending"), key=lambda item: item.number)
+    return QueueSnapshot(running=tuple(running), pending=tuple(pending))
+
+
+def prompt_state(entry: HistoryEntry | None, queue: QueueSnapshot, prompt_id: str) -> PromptState:
+    """Combine history and queue: DONE beats RUNNING beats PENDING beats UNKNOWN."""
+    if entry is not None:
+        return PromptState.done(entry)
+    if queue.is_running(prompt_id):
+        return PromptState.running()
+    position = queue.position(prompt_id)
+    if position is not None:
+        return PromptState.pending(position)
+    return PromptState.unknown()
+
+
+def outcome(entry: HistoryEntry) -> HistoryEntry:
+    """Return a successful entry; raise ExecutionFailed or Interrupted for the others."""
+    interruption = entry.interruption
+    if interruption is not None:
+        raise Interrupted(describe_interruption(interruption, entry.prompt_id))
+    error = entry.error
+    if error is not None:
+        raise ExecutionFailed(describe_execution_error(error, entry.prompt_id))
+    if entry.status_str != "success":
+        raise ExecutionFailed(
+            f"prompt {entry.prompt_id} ended with status {entry.status_str!r} and no error message"
+        )
+    return entry

@@ -1,0 +1,102 @@
+"""HTTP plumbing shared by the client, the health check and downloads.
+
+One place decides what counts as "ComfyUI unavailable" (retry later) and how
+a failed call is described: `GET http://host:8188/queue: connection refused`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from comfykube.errors import ComfyUIUnavailable
+
+#: Status codes that mean "a proxy or the server is struggling", worth retrying.
+UNAVAILABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+def normalize_base_url(url: str) -> str:
+    """Absolute `http(s)://host:port[/prefix]` without a trailing slash, or ValueError."""
+    url = url.strip().rstrip("/")
+    parsed = httpx.URL(url)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"ComfyUI URL must be absolute http(s)://host:port (got {url!r})")
+    return url
+
+
+def make_http_client(timeout: float) -> httpx.AsyncClient:
+    """An AsyncClient with a timeout on every phase; no base_url, so every URL we pass is absolute."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        follow_redirects=False,
+        # Environment proxies would route loopback/cluster traffic somewhere else.
+        trust_env=False,
+    )
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """`connection refused`, `timed out`, … without the noisy exception chains."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "refused" in text or "errno 111" in text:
+            return "connection refused"
+        return f"cannot connect ({exc})" if str(exc) else "cannot connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection broken ({exc})" if str(exc) else "connection broken"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def unavailable(method: str, url: str, how: str) -> ComfyUIUnavailable:
+    """The error for a call that failed in a retryable way."""
+    return ComfyUIUnavailable(f"{method} {url}: {how}")
+
+
+def status_text(response: httpx.Response) -> str:
+    """`503 Service Unavailable`."""
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def json_body(response: httpx.Response, method: str, url: str) -> Any:
+    """The JSON body or ComfyUIUnavailable naming the call (an HTML error page from a proxy, …)."""
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        kind = response.headers.get("content-type", "no content type")
+        raise unavailable(method, url, f"answered {status_text(response)} with non-JSON ({kind})") from None
+
+
+async def request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    json_data: Any = None,
+    params: dict[str, str] | None = None,
+    http_timeout: float | None = None,
+) -> httpx.Response:
+    """One call; transport errors and 408/429/5xx-gateway answers become ComfyUIUnavailable.
+
+    Other statuses are returned for the caller to interpret (400 from /prompt
+    means something different from 404 on /view).
+    """
+    kwargs: dict[str, Any] = {}
+    if json_data is not None:
+        kwargs["json"] = json_data
+    if params is not None:
+        kwargs["params"] = params
+    if http_timeout is not None:
+        kwargs["timeout"] = http_timeout
+    try:
+        response = await http.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise unavailable(method, url, describe_transport_error(exc)) from None
+    if response.status_code in UNAVAILABLE_STATUSES:
+        raise unavailable(method, url, f"answered {status_text(response)}")
+    return response
