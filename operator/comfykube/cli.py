@@ -1,0 +1,214 @@
+"""`comfykube` command line: generate, crd, operator, bot.
+
+Exit codes of `generate`: 0 succeeded, 1 the job failed (reason and message
+printed), 2 bad input (invalid spec, unreadable file, bad configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from comfykube.errors import InvalidSpec, JobError, WorkflowError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+# CLI flag → spec field (camelCase, as in the CRD and manifests).
+SPEC_FLAGS = {
+    "negative": "negativePrompt",
+    "workflow": "workflow",
+    "model": "model",
+    "width": "width",
+    "height": "height",
+    "steps": "steps",
+    "cfg": "cfg",
+    "sampler": "sampler",
+    "scheduler": "scheduler",
+    "seed": "seed",
+    "batch_size": "batchSize",
+    "timeout": "timeoutSeconds",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="comfykube", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="render one image without a cluster")
+    gen.add_argument("prompt", nargs="?", help="what the picture shows (or give -f)")
+    gen.add_argument("-f", "--file", type=Path, help="ImageJob manifest whose spec to use")
+    gen.add_argument("--negative", help="negative prompt")
+    gen.add_argument("--workflow", help="workflow name from workflows/ (default t2i_basic)")
+    gen.add_argument("--model", help="checkpoint file name as ComfyUI lists it")
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--cfg", type=float)
+    gen.add_argument("--sampler", help="ComfyUI sampler name, e.g. euler_ancestral")
+    gen.add_argument("--scheduler", help="ComfyUI scheduler name, e.g. karras")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--batch-size", type=int)
+    gen.add_argument("--timeout", type=int, help="deadline in seconds (default DEFAULT_TIMEOUT_SECONDS)")
+    gen.add_argument("--comfyui-url", help="ComfyUI base URL (default COMFYUI_URL)")
+    gen.add_argument("--output-dir", type=Path, help="local store directory when MinIO is not configured")
+    gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
+
+    sub.add_parser("crd", help="print the ImageJob CustomResourceDefinition (YAML)")
+
+    op = sub.add_parser("operator", help="run the kopf operator that reconciles ImageJobs")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace to watch")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    op.add_argument("--health-port", type=int, default=8080, help="serves /healthz and /readyz")
+    op.add_argument("--metrics-port", type=int, default=9090, help="serves /metrics; 0 disables")
+
+    bot = sub.add_parser("bot", help="run the Discord bot")
+    bot.add_argument("--health-port", type=int, default=8081, help="serves /healthz and /readyz")
+    bot.add_argument("--metrics-port", type=int, default=9091, help="serves /metrics; 0 disables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `comfykube` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "crd":
+        from comfykube.crd import render_crd_yaml
+
+        sys.stdout.write(render_crd_yaml())
+        return EXIT_OK
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "operator":
+        from comfykube.controller.run import run_operator
+
+        return run_operator(
+            namespaces=args.namespace,
+            all_namespaces=args.all_namespaces,
+            health_port=args.health_port,
+            metrics_port=args.metrics_port,
+        )
+    if args.command == "bot":
+        from comfykube_bot.main import run_bot
+
+        return run_bot(health_port=args.health_port, metrics_port=args.metrics_port)
+    return EXIT_BAD_INPUT
+
+
+def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
+    """The spec dict from `-f` (if any) overlaid with the flags, and the manifest's name."""
+    spec: dict[str, Any] = {}
+    name = None
+    if args.file:
+        try:
+            doc = yaml.safe_load(args.file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidSpec(f"cannot read {args.file}: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
+            raise InvalidSpec(f"{args.file}: expected an ImageJob manifest with a spec")
+        spec = dict(doc["spec"])
+        name = (doc.get("metadata") or {}).get("name")
+    if args.prompt is not None:
+        spec["prompt"] = args.prompt
+    for flag, field_name in SPEC_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            spec[field_name] = value
+    if "prompt" not in spec:
+        raise InvalidSpec("a prompt is required: comfykube generate \"a red fox in the snow\"")
+    return spec, name
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from comfykube.settings import Settings
+    from comfykube.types import parse_spec
+
+    try:
+        overrides: dict[str, Any] = {}
+        if args.comfyui_url:
+            overrides["comfyui_url"] = args.comfyui_url
+        if args.output_dir:
+            overrides["output_dir"] = args.output_dir
+        settings = Settings(**overrides)
+        raw, name = spec_from_args(args)
+        spec = parse_spec(raw)
+    except ValidationError as exc:
+        print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except InvalidSpec as exc:
+        return _fail(args, exc, EXIT_BAD_INPUT)
+    try:
+        status = asyncio.run(_run_generate(spec, settings, name, args))
+    except (InvalidSpec, WorkflowError) as exc:
+        return _fail(args, exc, EXIT_BAD_INPUT)
+    except JobError as exc:
+        return _fail(args, exc, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print("comfykube: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(status.wire(), indent=2))
+    else:
+        for image in status.images:
+            print(f"{image.key}  {image.bytes} bytes  sha256 {image.sha256}")
+            print(f"  {image.url}")
+    return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, error: JobError, code: int) -> int:
+    from comfykube.pipeline import failed_status
+
+    if getattr(args, "json", False):
+        print(json.dumps(failed_status(error).wire(), indent=2))
+    print(f"comfykube: {error.reason}: {error.message}", file=sys.stderr)
+    return code
+
+
+async def _run_generate(spec: Any, settings: Any, name: str | None, args: argparse.Namespace) -> Any:
+    from comfykube.comfyui.client import ComfyClient
+    from comfykube.pipeline import JobIdentity, Pipeline
+    from comfykube.progress import TerminalProgress
+    from comfykube.storage import make_store
+    from comfykube.workflows import WorkflowLibrary
+
+    uid = str(uuid.uuid4())
+    job = JobIdentity(namespace="local", name=name or f"job-{time.strftime('%Y%m%d-%H%M%S')}", uid=uid)
+    workflows = WorkflowLibrary.from_settings(settings)
+    workflows.get(spec.workflow)  # unknown workflow: bad input, before any network call
+    timeout = spec.timeout_seconds or settings.default_timeout_seconds
+    async with ComfyClient(settings.comfyui_urls[0], timeout=settings.comfyui_request_timeout) as comfy:
+        pipeline = Pipeline(
+            comfy=comfy,
+            store=make_store(settings),
+            workflows=workflows,
+            presign_expiry_seconds=settings.presign_expiry_seconds,
+            health_retries=settings.comfyui_health_retries,
+            poll_interval=settings.comfyui_poll_interval,
+            lost_polls=settings.comfyui_lost_polls,
+        )
+        with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
+            status = await pipeline.run(
+                spec, job, report=progress.report, deadline_at=time.time() + timeout
+            )
+        await pipeline.release(job)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""What every handler of one operator process shares: settings, clients, store, scheduler."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfykube.clock import REAL_CLOCK, Clock
+from comfykube.comfyui.client import ComfyClient
+from comfykube.controller.scheduler import Scheduler
+from comfykube.kube import KubeApi
+from comfykube.pipeline import Pipeline
+from comfykube.settings import Settings
+from comfykube.storage import ObjectStore, make_store
+from comfykube.workflows import WorkflowLibrary
+
+
+@dataclass
+class OperatorContext:
+    """Built once at start-up; handlers reach it through kopf's memo."""
+
+    settings: Settings
+    api: KubeApi
+    store: ObjectStore
+    workflows: WorkflowLibrary
+    scheduler: Scheduler
+    clock: Clock = REAL_CLOCK
+    #: One client per backend: one WebSocket per backend for all jobs of this process.
+    clients: dict[str, ComfyClient] = field(default_factory=dict)
+    client_id: str = field(default_factory=lambda: f"comfykube-{uuid.uuid4().hex[:12]}")
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    #: Finished jobs by (namespace, name), for TTL deletes and URL refresh (see maintenance).
+    finished: dict[tuple[str, str], Any] = field(default_factory=dict)
+    ready: bool = False
+
+    @classmethod
+    async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:
+        """Connect to the API server and build the shared parts from settings."""
+        api = await KubeApi.connect()
+        cap = int(os.environ.get("MAX_INFLIGHT_PER_BACKEND", "4"))
+        return cls(
+            settings=settings,
+            api=api,
+            store=make_store(settings),
+            workflows=WorkflowLibrary.from_settings(settings),
+            scheduler=Scheduler(settings.comfyui_urls, cap),
+            clock=clock,
+        )
+
+    def client(self, backend: str) -> ComfyClient:
+        """The (lazily created) client of one backend."""
+        if backend not in self.clients:
+            self.clients[backend] = ComfyClient(
+                backend,
+                client_id=self.client_id,
+                timeout=self.settings.comfyui_request_timeout,
+                clock=self.clock,
+            )
+        return self.clients[backend]
+
+    def pipeline(self, backend: str) -> Pipeline:
+        """The pipeline bound to one backend (clients and store are shared)."""
+        if backend in self.pipelines:
+            return self.pipelines[backend]
+        self.pipelines[backend] = Pipeline(
+            comfy=self.client(backend),
+            store=self.store,
+            workflows=self.workflows,
+            clock=self.clock,
+            presign_expiry_seconds=self.settings.presign_expiry_seconds,
+            health_retries=self.settings.comfyui_health_retries,
+            poll_interval=self.settings.comfyui_poll_interval,
+            lost_polls=self.settings.comfyui_lost_polls,
+        )
+        return self.pipelines[backend]
+
+    async def close(self) -> None:
+        """Close every client and the API session."""
+        for client in self.clients.values():
+            await client.aclose()
+        await self.api.close()

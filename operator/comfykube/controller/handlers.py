@@ -1,0 +1,72 @@
+"""The kopf handlers. Thin on purpose: each hands over to one function elsewhere.
+
+- a daemon per unfinished ImageJob runs it (`runner.run_job`); kopf also starts
+  daemons for existing objects when the operator restarts, which is how jobs
+  resume;
+- the delete handler cancels a running prompt and, if asked, deletes images;
+- an event handler keeps the index of finished jobs that `maintenance` uses
+  for URL refresh and TTL deletes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from comfykube.controller import maintenance
+from comfykube.controller.context import OperatorContext
+from comfykube.controller.runner import run_job
+from comfykube.controller.teardown import on_job_deleted
+from comfykube.types import API_GROUP, API_VERSION, PLURAL, Phase
+
+log = logging.getLogger(__name__)
+
+
+def _phase(status: Any) -> str:
+    return str((status or {}).get("phase") or Phase.PENDING.value)
+
+
+def unfinished(status: Any, **_: Any) -> bool:
+    """Daemon filter: only jobs that still have work to do get a daemon."""
+    return _phase(status) not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=unfinished, cancellation_timeout=15.0)
+async def job_daemon(
+    body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, memo: kopf.Memo, **_: Any
+) -> None:
+    """Run one ImageJob to completion, or until it is deleted or the operator exits."""
+    ctx: OperatorContext = memo["ctx"]
+    await run_job(ctx, _plain(body), stopped.wait, logger)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL)
+async def job_deleted(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
+    """Cancel in ComfyUI and clean up storage; never blocks the finalizer for long."""
+    ctx: OperatorContext = memo["ctx"]
+    maintenance.forget(ctx, body)
+    await on_job_deleted(ctx, _plain(body), logger)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the index of finished jobs (TTL, URL refresh) up to date."""
+    ctx: OperatorContext | None = memo.get("ctx")
+    if ctx is None:
+        return
+    obj = event.get("object") or {}
+    if event.get("type") == "DELETED":
+        maintenance.forget(ctx, obj)
+    else:
+        maintenance.track(ctx, obj)
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """A plain-dict snapshot of kopf's live body view."""
+    return {
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }

@@ -1,0 +1,114 @@
+"""Finished jobs: fresh presigned URLs and deletion after `ttlSecondsAfterFinished`.
+
+One loop for all finished jobs (not a timer task per object, which would cost
+memory with thousands of ImageJobs). The index is fed by kopf's watch events,
+so it is rebuilt from the API server after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from comfykube.controller.context import OperatorContext
+from comfykube.controller.runner import parse_time
+from comfykube.pipeline import rfc3339
+from comfykube.types import TERMINAL_PHASES, Phase
+
+log = logging.getLogger(__name__)
+
+#: Refresh a URL when less than this share of its lifetime is left.
+REFRESH_FRACTION = 0.25
+
+
+@dataclass
+class Finished:
+    """What the loop needs to know about one finished job."""
+
+    namespace: str
+    name: str
+    completed_at: float | None
+    ttl: int | None
+    keys: list[str]
+    url_expires_at: float | None
+
+
+def _index(ctx: OperatorContext) -> dict[tuple[str, str], Finished]:
+    return ctx.finished
+
+
+def track(ctx: OperatorContext, obj: dict[str, Any]) -> None:
+    """Add or update a job in the index when it is finished (drop it otherwise)."""
+    meta = obj.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    status = obj.get("status") or {}
+    try:
+        phase = Phase(status.get("phase") or Phase.PENDING)
+    except ValueError:
+        phase = Phase.PENDING
+    if phase not in TERMINAL_PHASES or meta.get("deletionTimestamp"):
+        _index(ctx).pop(key, None)
+        return
+    images = status.get("images") or []
+    expiries = [parse_time(i.get("urlExpiresAt")) for i in images if i.get("urlExpiresAt")]
+    _index(ctx)[key] = Finished(
+        namespace=key[0],
+        name=key[1],
+        completed_at=parse_time(status.get("completionTime")),
+        ttl=(obj.get("spec") or {}).get("ttlSecondsAfterFinished"),
+        keys=[i["key"] for i in images if i.get("key")],
+        url_expires_at=min((e for e in expiries if e is not None), default=None),
+    )
+
+
+def forget(ctx: OperatorContext, obj: Any) -> None:
+    """Drop a job from the index (deleted)."""
+    meta = obj.get("metadata") or {}
+    _index(ctx).pop((meta.get("namespace", ""), meta.get("name", "")), None)
+
+
+async def run(ctx: OperatorContext, interval: float = 10.0) -> None:
+    """Forever: delete jobs past their TTL, refresh URLs close to expiry."""
+    while True:
+        try:
+            await sweep(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep the loop alive; the next sweep tries again
+            log.exception("maintenance sweep failed")
+        await ctx.clock.sleep(interval)
+
+
+async def sweep(ctx: OperatorContext) -> None:
+    """One pass over the finished jobs."""
+    now = ctx.clock.now()
+    expiry = ctx.settings.presign_expiry_seconds
+    for item in list(_index(ctx).values()):
+        if item.ttl is not None and item.completed_at is not None and now >= item.completed_at + item.ttl:
+            log.info("[%s/%s] deleting: finished more than %s s ago", item.namespace, item.name, item.ttl)
+            await ctx.api.delete(item.namespace, item.name)
+            _index(ctx).pop((item.namespace, item.name), None)
+            continue
+        if item.keys and item.url_expires_at is not None and item.url_expires_at - now < expiry * REFRESH_FRACTION:
+            await refresh_urls(ctx, item)
+
+
+async def refresh_urls(ctx: OperatorContext, item: Finished) -> None:
+    """Presign every image of a job again and write the new URLs to its status."""
+    obj = await ctx.api.get(item.namespace, item.name)
+    if obj is None:
+        _index(ctx).pop((item.namespace, item.name), None)
+        return
+    images = list((obj.get("status") or {}).get("images") or [])
+    for image in images:
+        url, expires_at = await ctx.store.presign(image["key"], ctx.settings.presign_expiry_seconds)
+        image["url"] = url
+        image["urlExpiresAt"] = rfc3339(expires_at) if expires_at else None
+    patch: dict[str, Any] = {"images": images}
+    if images:
+        patch["url"] = images[0]["url"]
+    updated = await ctx.api.patch_status(item.namespace, item.name, patch)
+    log.info("[%s/%s] refreshed %d presigned URL(s)", item.namespace, item.name, len(images))
+    track(ctx, updated)

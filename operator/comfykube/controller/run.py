@@ -1,0 +1,120 @@
+"""`comfykube operator`: kopf settings, start-up, probes, and the run itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import kopf
+from aiohttp import web
+from pydantic import ValidationError
+
+from comfykube.controller import handlers, maintenance
+from comfykube.controller.context import OperatorContext
+from comfykube.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "comfykube.dev/finalizer"
+
+_state: dict[str, Any] = {}
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings for a job-like resource (see docs/operator.md for why)."""
+    settings.persistence.finalizer = FINALIZER
+    # Keep kopf's bookkeeping out of .status: the status is ours and shown to users.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="comfykube.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="comfykube.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.watching.server_timeout = 300  # silently dead streams reconnect
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.scanning.disabled = True  # no cluster-wide discovery of CRDs needed: we know ours
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings)
+    ctx = await OperatorContext.create(Settings())
+    memo["ctx"] = ctx
+    _state["ctx"] = ctx
+    _state["maintenance"] = asyncio.create_task(maintenance.run(ctx))
+    ctx.ready = True
+    log.info(
+        "comfykube operator ready: backends %s, store %s, workflows %s",
+        ", ".join(ctx.settings.comfyui_urls),
+        ctx.store.describe(),
+        ", ".join(ctx.workflows.names()),
+    )
+
+
+@kopf.on.cleanup()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = _state.pop("maintenance", None)
+    if task is not None:
+        task.cancel()
+    ctx: OperatorContext | None = memo.get("ctx")
+    if ctx is not None:
+        ctx.ready = False
+        await ctx.close()
+
+
+async def start_probes(port: int) -> web.AppRunner:
+    """/healthz (the loop answers) and /readyz (start-up finished, API reachable)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ctx = _state.get("ctx")
+        if ctx is None or not ctx.ready:
+            return web.Response(status=503, text="starting")
+        return web.Response(text="ready")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()
+    return runner
+
+
+def run_operator(
+    *, namespaces: list[str], all_namespaces: bool, health_port: int, metrics_port: int
+) -> int:
+    """Run until SIGINT/SIGTERM. Returns the process exit code."""
+    try:
+        Settings()
+    except ValidationError as exc:  # fail at start, naming the variable, not at the first job
+        print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if not namespaces and not all_namespaces:
+        namespaces = ["default"]
+    assert handlers  # imported for its kopf registrations
+
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+
+    async def main() -> None:
+        probes = await start_probes(health_port) if health_port else None
+        try:
+            await kopf.operator(
+                standalone=True,
+                clusterwide=all_namespaces,
+                namespaces=[] if all_namespaces else namespaces,
+            )
+        finally:
+            if probes is not None:
+                await probes.cleanup()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,199 @@
+"""One ImageJob from its current status to a terminal one.
+
+Called by the per-job kopf daemon. It reads everything it needs from the
+object (state lives in the ImageJob, not in this process), so a killed and
+restarted operator picks up exactly where the last one was: the pipeline
+attaches to the prompt instead of submitting it again.
+
+Retryable faults (ComfyUI or S3 down) are retried with backoff until the
+job's deadline; everything else ends the job with a clear reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from comfykube.controller.context import OperatorContext
+from comfykube.controller.status import ObjectGone, StatusWriter
+from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError
+from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339
+from comfykube.types import ImageJobSpec, Phase, parse_spec
+
+#: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
+MAX_BACKOFF_SECONDS = 30.0
+REQUESTER_LABEL = "comfykube.dev/requester"
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 → epoch seconds (None stays None)."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def identity(body: dict[str, Any]) -> JobIdentity:
+    """The job identity from the object's metadata."""
+    meta = body.get("metadata", {})
+    return JobIdentity(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+
+async def run_job(
+    ctx: OperatorContext,
+    body: dict[str, Any],
+    stopped: Callable[[], Awaitable[Any]],
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Drive one job to a terminal phase; returns early if `stopped()` completes first."""
+    job = identity(body)
+    meta = body.get("metadata", {})
+    status: dict[str, Any] = dict(body.get("status") or {})
+    try:
+        phase = Phase(status.get("phase") or Phase.PENDING)
+    except ValueError:
+        phase = Phase.PENDING
+    if phase.terminal:
+        return
+
+    async def patch(fields: dict[str, Any]) -> Any:
+        return await ctx.api.patch_status(job.namespace, job.name, fields)
+
+    async def emit(type_: str, reason: str, message: str) -> None:
+        await ctx.api.post_event(body, type_=type_, reason=reason, message=message)
+
+    writer = StatusWriter(patch, emit, generation=meta.get("generation"), status=status)
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except InvalidSpec as exc:
+        # The schema should have refused it; an API server that does not validate must not crash us.
+        log.warning("invalid spec: %s", exc.message)
+        await writer.finish(failed_status(exc, start_time=status.get("startTime")))
+        return
+
+    start_time = status.get("startTime") or now_rfc3339(ctx.clock)
+    timeout = spec.timeout_seconds or ctx.settings.default_timeout_seconds
+    deadline_at = (parse_time(start_time) or ctx.clock.now()) + timeout
+    if not status.get("startTime"):
+        await writer.set({"phase": phase.value, "startTime": start_time, "message": "accepted"})
+
+    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, log))
+    stop = asyncio.ensure_future(stopped())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not work.done():
+            # Operator exiting or object deleted: leave ComfyUI alone here. A new operator
+            # re-attaches; a deletion is cancelled in ComfyUI by the delete handler.
+            work.cancel()
+        try:
+            await work
+        except (asyncio.CancelledError, ObjectGone):
+            pass
+
+
+async def _attempts(
+    ctx: OperatorContext,
+    spec: ImageJobSpec,
+    job: JobIdentity,
+    body: dict[str, Any],
+    writer: StatusWriter,
+    deadline_at: float,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
+    meta = body.get("metadata", {})
+    requester = (meta.get("labels") or {}).get(REQUESTER_LABEL, "")
+    created = parse_time(meta.get("creationTimestamp")) or 0.0
+    backoff = 1.0
+    start_time = writer.status.get("startTime")
+    while True:
+        status = writer.status
+        resume = ResumeState(seed=status.get("seed"), submissions=int(status.get("submissions") or 0))
+        try:
+            if ctx.clock.now() >= deadline_at:
+                limit = spec.timeout_seconds or ctx.settings.default_timeout_seconds
+                raise DeadlineExceeded(f"the job did not finish within {limit} s")
+            result = await _one_attempt(ctx, spec, job, writer, resume, requester, created, deadline_at, log)
+        except JobError as exc:
+            if isinstance(exc, DeadlineExceeded):
+                await _cancel_quietly(ctx, job, writer, log)
+            if exc.retryable and ctx.clock.now() < deadline_at:
+                delay = min(backoff, MAX_BACKOFF_SECONDS, max(0.0, deadline_at - ctx.clock.now()))
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await writer.set({"message": f"{exc.message} (retrying in {delay:.0f} s)", "reason": exc.reason})
+                await ctx.clock.sleep(delay)
+                backoff *= 2
+                continue
+            if exc.retryable:
+                exc = DeadlineExceeded(f"gave up at the deadline: {exc.message}")
+                await _cancel_quietly(ctx, job, writer, log)
+            log.warning("failed: %s", exc)
+            await writer.finish(
+                failed_status(
+                    exc,
+                    start_time=start_time,
+                    prompt_id=writer.status.get("promptId"),
+                    seed=writer.status.get("seed"),
+                    backend=writer.status.get("backend"),
+                    submissions=writer.status.get("submissions"),
+                )
+            )
+            return
+        result.start_time = start_time
+        await writer.finish(result)
+        log.info("succeeded: %s", result.url)
+        await ctx.pipeline(result.backend or ctx.settings.comfyui_urls[0]).release(job)
+        return
+
+
+async def _one_attempt(
+    ctx: OperatorContext,
+    spec: ImageJobSpec,
+    job: JobIdentity,
+    writer: StatusWriter,
+    resume: ResumeState,
+    requester: str,
+    created: float,
+    deadline_at: float,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> Any:
+    """Wait for a backend slot, then run the pipeline there."""
+    key = str(job)
+    pinned = writer.status.get("backend") if resume.submissions else None
+    if ctx.scheduler.position(key) is None and writer.phase == Phase.PENDING:
+        await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a ComfyUI slot"})
+
+    def eligible(backend: str) -> bool:
+        # A submitted prompt lives on one backend: attach there, not somewhere else.
+        return pinned is None or backend == pinned or pinned not in ctx.scheduler.backends
+
+    remaining = max(0.0, deadline_at - ctx.clock.now())
+    try:
+        async with asyncio.timeout(ctx.clock.real_seconds(remaining)):
+            async with ctx.scheduler.slot(key, requester=requester, created=created, eligible=eligible) as backend:
+                log.debug("running on %s", backend)
+                return await ctx.pipeline(backend).run(
+                    spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                )
+    except TimeoutError:
+        raise DeadlineExceeded("the job did not finish before its deadline") from None
+
+
+async def _cancel_quietly(
+    ctx: OperatorContext,
+    job: JobIdentity,
+    writer: StatusWriter,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Cancel the prompt in ComfyUI if it was submitted; log, never raise."""
+    if not writer.status.get("submissions"):
+        return
+    backend = writer.status.get("backend") or ctx.settings.comfyui_urls[0]
+    try:
+        await ctx.client(backend).cancel(job.prompt_id)
+    except Exception as exc:  # best effort: the deadline failure is what matters
+        log.warning("could not cancel prompt %s on %s: %s", job.prompt_id, backend, exc)

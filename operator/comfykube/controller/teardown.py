@@ -1,0 +1,74 @@
+"""What happens when an ImageJob is deleted.
+
+A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt);
+with `spec.output.deleteWithJob` the stored images go too. Both are bounded:
+when ComfyUI or MinIO is gone, a few attempts are made, a Warning Event says
+what was left behind, and the finalizer is released anyway. An object stuck
+in Terminating because a backend is down helps nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from comfykube.controller.context import OperatorContext
+from comfykube.types import Phase
+
+ATTEMPTS = 3
+FIRST_DELAY = 0.5
+
+
+async def bounded(action: Callable[[], Awaitable[Any]], attempts: int = ATTEMPTS) -> Exception | None:
+    """Try `action` a few times with backoff; the last error, or None on success."""
+    error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            await asyncio.wait_for(action(), timeout=10)
+            return None
+        except Exception as exc:  # any failure: retry, then report it
+            error = exc
+            if attempt + 1 < attempts:
+                await asyncio.sleep(FIRST_DELAY * 2**attempt)
+    return error
+
+
+async def on_job_deleted(
+    ctx: OperatorContext, body: dict[str, Any], log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+) -> None:
+    """Cancel the prompt if the job was still on its way; delete images if asked. Never raises."""
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    spec = body.get("spec") or {}
+    try:
+        phase = Phase(status.get("phase") or Phase.PENDING)
+    except ValueError:
+        phase = Phase.PENDING
+    uid = meta.get("uid")
+    if not phase.terminal and uid and (status.get("submissions") or status.get("promptId")):
+        backend = status.get("backend") or ctx.settings.comfyui_urls[0]
+        error = await bounded(lambda: ctx.client(backend).cancel(uid))
+        if error is None:
+            log.info("cancelled prompt %s on %s", uid, backend)
+            await ctx.api.post_event(body, type_="Normal", reason="Cancelled", message="prompt cancelled in ComfyUI")
+        else:
+            log.warning("could not cancel prompt %s on %s: %s", uid, backend, error)
+            await ctx.api.post_event(
+                body,
+                type_="Warning",
+                reason="CancelFailed",
+                message=f"could not cancel the prompt in ComfyUI at {backend} ({error}); released anyway",
+            )
+    if (spec.get("output") or {}).get("deleteWithJob"):
+        prefix = f"{meta.get('namespace')}/{meta.get('name')}/{uid}/"
+        error = await bounded(lambda: ctx.store.delete_prefix(prefix))
+        if error is not None:
+            log.warning("could not delete images under %s: %s", prefix, error)
+            await ctx.api.post_event(
+                body,
+                type_="Warning",
+                reason="CleanupFailed",
+                message=f"images under {prefix} were not deleted ({error}); released anyway",
+            )

@@ -1,0 +1,158 @@
+"""Async access to ImageJobs and Events through the Kubernetes API.
+
+Shared by the operator (status, events, TTL deletes) and the bot (create,
+watch, annotate). kubernetes_asyncio does the authentication (kubeconfig,
+in-cluster service account, exec plugins); this module keeps the calls in one
+place and always sends patches as merge patches: kubernetes_asyncio would send
+a dict as a JSON patch, which a real API server refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from comfykube.types import API_GROUP, API_VERSION, KIND, PLURAL
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeApi:
+    """ImageJob CRUD, status patches and Events, on one shared API client."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    @classmethod
+    async def connect(cls) -> KubeApi:
+        """Log in from KUBECONFIG / ~/.kube/config, or as the pod's service account."""
+        cfg = client.Configuration()
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            await config.load_kube_config(client_configuration=cfg)
+        return cls(client.ApiClient(configuration=cfg))
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.api_client.close()
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ImageJob, or None when it does not exist."""
+        try:
+            return await self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an ImageJob (apiVersion and kind are filled in)."""
+        body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, **body}
+        return await self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, body)
+
+    async def list(self, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """ImageJobs in one namespace (or all), optionally filtered by labels."""
+        kwargs: dict[str, Any] = {}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if namespace:
+            result = await self.custom.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, **kwargs
+            )
+        else:
+            result = await self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **kwargs)
+        return list(result.get("items", []))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge `status` into the ImageJob's status subresource."""
+        return await self.custom.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
+        )
+
+    async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the ImageJob itself (labels, annotations)."""
+        return await self.custom.patch_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, PLURAL, name, patch, _content_type=MERGE_PATCH
+        )
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        """Delete the ImageJob; False when it was already gone."""
+        try:
+            await self.custom.delete_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def watch(
+        self,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(event type, object) pairs, forever: re-lists and re-watches when a stream ends."""
+        while True:
+            stream = watch.Watch()
+            kwargs: dict[str, Any] = {"timeout_seconds": timeout_seconds}
+            if label_selector:
+                kwargs["label_selector"] = label_selector
+            if namespace:
+                func = self.custom.list_namespaced_custom_object
+                args: tuple[Any, ...] = (API_GROUP, API_VERSION, namespace, PLURAL)
+            else:
+                func = self.custom.list_cluster_custom_object
+                args = (API_GROUP, API_VERSION, PLURAL)
+            try:
+                async for event in stream.stream(func, *args, **kwargs):
+                    obj = event["object"]
+                    if isinstance(obj, dict):
+                        yield event["type"], obj
+            except (TimeoutError, ApiException, OSError) as exc:
+                log.info("watch on ImageJobs ended (%s); watching again", exc)
+                await asyncio.sleep(1)
+            finally:
+                stream.stop()
+
+    async def post_event(
+        self, obj: dict[str, Any], *, type_: str, reason: str, message: str, component: str = "comfykube"
+    ) -> None:
+        """Record a Kubernetes Event on the object; never raises (events are best effort)."""
+        meta = obj.get("metadata", {})
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'imagejob')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": component,
+        }
+        try:
+            await self.core.create_namespaced_event(meta.get("namespace") or "default", body)
+        except (TimeoutError, ApiException, OSError) as exc:
+            log.info("could not post event %s on %s: %s", reason, meta.get("name"), exc)

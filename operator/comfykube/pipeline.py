@@ -1,0 +1,320 @@
+"""The run of one ImageJob, step by step, resumable from a known prompt id.
+
+validate → health → preflight → render → submit or attach → follow →
+download and check → store → result. The CLI and the operator both run it;
+it knows nothing about Kubernetes or Discord. Phase changes and progress go
+out through a `Reporter` callback; the caller persists them (status, a
+progress bar, a chat message).
+
+Idempotency: the prompt id is the job's uid. Before submitting, the pipeline
+asks ComfyUI whether it already knows the prompt (queued, running or done)
+and attaches instead, so a restarted operator never renders twice. A prompt
+ComfyUI lost (its server restarted) is submitted again at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from comfykube.clock import REAL_CLOCK, Clock
+from comfykube.comfyui.client import ComfyClient, PromptState
+from comfykube.comfyui.models import DownloadedImage, HistoryEntry
+from comfykube.errors import (
+    DeadlineExceeded,
+    DownloadFailed,
+    JobError,
+    PromptLost,
+)
+from comfykube.storage import ObjectStore, object_key
+from comfykube.types import (
+    MAX_SEED,
+    ImageJobSpec,
+    ImageJobStatus,
+    Phase,
+    Progress,
+    StoredImage,
+)
+from comfykube.workflows import RenderedWorkflow, WorkflowLibrary
+
+log = logging.getLogger(__name__)
+
+#: A lost prompt is submitted again at most this many times in all.
+MAX_SUBMISSIONS = 2
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Who the job is: names the prompt, the output prefix and the object keys."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def prompt_id(self) -> str:
+        """ComfyUI prompt id: the uid, so a restarted process finds its prompt."""
+        return self.uid
+
+    @property
+    def output_prefix(self) -> str:
+        """Per-job SaveImage prefix (ComfyUI re-reports old filenames on a cache hit)."""
+        return f"comfykube/{self.uid}"
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What an earlier run already recorded (from status); empty for a new job."""
+
+    seed: int | None = None
+    submissions: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineEvent:
+    """A phase change or progress update, for whoever shows or persists it."""
+
+    phase: Phase
+    message: str = ""
+    prompt_id: str | None = None
+    seed: int | None = None
+    backend: str | None = None
+    submissions: int | None = None
+    queue_position: int | None = None
+    progress: Progress | None = None
+
+
+Reporter = Callable[[PipelineEvent], Awaitable[None]]
+
+
+async def _ignore(_: PipelineEvent) -> None:
+    return None
+
+
+@dataclass
+class Pipeline:
+    """Runs jobs against one ComfyUI backend and one object store."""
+
+    comfy: ComfyClient
+    store: ObjectStore
+    workflows: WorkflowLibrary
+    clock: Clock = REAL_CLOCK
+    presign_expiry_seconds: int = 3600
+    health_retries: int = 5
+    poll_interval: float = 2.0
+    lost_polls: int = 3
+    tmp_dir: Path | None = None
+    _store_ready: bool = field(default=False, init=False)
+
+    def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
+        """Render the graph; the seed is the recorded one, the spec's, or a new random one."""
+        seed = resume.seed if resume.seed is not None else spec.seed
+        if seed is None:
+            # 2^53 keeps it exact in JavaScript-based tools that read status (kubectl plugins, UIs).
+            seed = secrets.randbelow(min(MAX_SEED, 2**53))
+        workflow = self.workflows.get(spec.workflow)
+        return workflow.render(spec, seed=seed, output_prefix=job.output_prefix)
+
+    async def run(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        *,
+        report: Reporter = _ignore,
+        resume: ResumeState | None = None,
+        deadline_at: float | None = None,
+    ) -> ImageJobStatus:
+        """Run the job to a Succeeded status, or raise a JobError.
+
+        `deadline_at` is a `clock.now()` value; past it the prompt is cancelled
+        in ComfyUI and DeadlineExceeded is raised. Cancelling the task (operator
+        shutdown) leaves the prompt running so a new process can attach to it.
+        """
+        resume = resume or ResumeState()
+        rendered = self.prepare(spec, job, resume)
+        seed = rendered.values["seed"]
+        backend = self.comfy.base_url
+        event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
+        await report(replace(event, message="checking ComfyUI"))
+
+        await self.comfy.health(retries=self.health_retries)
+        await self.comfy.preflight(
+            checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
+        )
+        if not self._store_ready:
+            # Fail before spending GPU time when the images could not be stored anyway.
+            await self.store.ensure_ready()
+            self._store_ready = True
+
+        submissions = resume.submissions
+        try:
+            entry, submissions = await self._submit_or_attach(
+                rendered, job, submissions, event, report, deadline_at
+            )
+        except DeadlineExceeded:
+            await self.comfy.cancel(job.prompt_id)
+            raise
+        await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing images"))
+        images = await self._collect(entry, spec, job)
+        status = ImageJobStatus(
+            phase=Phase.SUCCEEDED,
+            reason="Succeeded",
+            message=f"{len(images)} image(s) stored",
+            prompt_id=job.prompt_id,
+            backend=backend,
+            seed=seed,
+            submissions=submissions,
+            images=images,
+            url=images[0].url if images else None,
+            progress=Progress(value=spec.steps, max=spec.steps),
+            completion_time=now_rfc3339(),
+        )
+        return status
+
+    async def _submit_or_attach(
+        self,
+        rendered: RenderedWorkflow,
+        job: JobIdentity,
+        submissions: int,
+        event: PipelineEvent,
+        report: Reporter,
+        deadline_at: float | None,
+    ) -> tuple[HistoryEntry, int]:
+        """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss)."""
+        pid = job.prompt_id
+
+        async def on_progress(value: int, maximum: int, queue_position: int | None) -> None:
+            if queue_position is not None and queue_position > 0 and value == 0:
+                await report(
+                    replace(event, phase=Phase.QUEUED, submissions=submissions, queue_position=queue_position)
+                )
+            else:
+                await report(
+                    replace(
+                        event,
+                        phase=Phase.RUNNING,
+                        submissions=submissions,
+                        queue_position=0,
+                        progress=Progress(value=value, max=maximum),
+                    )
+                )
+
+        while True:
+            async with self.comfy.watch(pid) as watch:
+                state = await self.comfy.lookup(pid)
+                if state.kind is PromptState.DONE and state.entry is not None:
+                    return state.entry, max(submissions, 1)
+                if state.kind is PromptState.UNKNOWN:
+                    if submissions >= MAX_SUBMISSIONS:
+                        raise PromptLost(
+                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
+                        )
+                    if submissions:
+                        log.warning("%s: ComfyUI lost prompt %s; submitting it again once", job, pid)
+                        await report(
+                            replace(
+                                event,
+                                phase=Phase.QUEUED,
+                                submissions=submissions,
+                                message="ComfyUI lost the prompt (restarted?); submitted again",
+                            )
+                        )
+                    await self.comfy.submit(rendered.graph, pid)
+                    submissions += 1
+                    await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="queued"))
+                try:
+                    entry = await self.comfy.follow(
+                        watch,
+                        pid,
+                        on_progress=on_progress,
+                        deadline_at=deadline_at,
+                        lost_polls=self.lost_polls,
+                        poll_interval=self.poll_interval,
+                    )
+                except PromptLost:
+                    if submissions >= MAX_SUBMISSIONS:
+                        raise
+                    continue  # next round submits it again, once
+                return entry, submissions
+
+    async def _collect(self, entry: HistoryEntry, spec: ImageJobSpec, job: JobIdentity) -> list[StoredImage]:
+        """Download every output image with byte checks, store, verify and presign it."""
+        outputs = entry.output_images()
+        if not outputs:
+            raise DownloadFailed("ComfyUI reported success but produced no output image")
+        if len(outputs) != spec.batch_size:
+            raise DownloadFailed(
+                f"expected {spec.batch_size} image(s) from ComfyUI, got {len(outputs)}"
+            )
+        stored: list[StoredImage] = []
+        with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
+            for index, output in enumerate(outputs):
+                downloaded = await self.comfy.download(
+                    output, Path(tmp), expected_size=(spec.width, spec.height)
+                )
+                stored.append(await self._store(downloaded, job, index))
+                downloaded.path.unlink(missing_ok=True)
+        return stored
+
+    async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
+        """Upload one checked image, verify it, and presign a URL for it."""
+        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(image.content_type, "bin")
+        key = object_key(job.namespace, job.name, job.uid, index, ext)
+        await self.store.put_verified(
+            key,
+            image.path,
+            size=image.bytes,
+            sha256=image.sha256,
+            content_type=image.content_type,
+            metadata={
+                "namespace": job.namespace,
+                "job": job.name,
+                "uid": job.uid,
+                "source-filename": image.source.filename,
+            },
+        )
+        url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        return StoredImage(
+            key=key,
+            bytes=image.bytes,
+            sha256=image.sha256,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            url=url,
+            url_expires_at=rfc3339(expires_at) if expires_at else None,
+        )
+
+    async def release(self, job: JobIdentity) -> None:
+        """Forget the prompt in ComfyUI's history, once the result is persisted."""
+        try:
+            await self.comfy.forget(job.prompt_id)
+        except JobError as exc:  # best effort: history is bounded by ComfyUI anyway
+            log.info("%s: could not delete history entry: %s", job, exc)
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-11-29T10:00:00Z`: the timestamp format Kubernetes uses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_rfc3339(clock: Clock = REAL_CLOCK) -> str:
+    """The clock's now, as RFC 3339."""
+    return rfc3339(datetime.fromtimestamp(clock.now(), UTC))
+
+
+def failed_status(error: JobError, **fields: object) -> ImageJobStatus:
+    """A terminal status for a failure: Failed, or Cancelled for a cancellation."""
+    phase = Phase.CANCELLED if error.reason == "Cancelled" else Phase.FAILED
+    return ImageJobStatus.model_validate(
+        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339()}
+        | {k: v for k, v in fields.items() if v is not None}
+    )
