@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from comfykube.comfyui.errors_text import (
     describe_prompt_rejection,
     did_you_mean,
@@ -218,8 +219,7 @@ def test_missing_input_names_node_and_input() -> None:
 
 def test_bad_checkpoint_lists_installed_ones() -> None:
     assert describe_prompt_rejection(body(42)) == (
-        "node 4 (CheckpointLoaderSimple) ckpt_name: 'does-not-exist.safetensors' "
-        "not in [random-sd15.safetensors]"
+        "node 4 (CheckpointLoaderSimple) ckpt_name: 'does-not-exist.safetensors' not in [random-sd15.safetensors]"
     )
 
 
@@ -301,6 +301,5 @@ def test_scheduler_typo_suggests_karras() -> None:
     schedulers = _object_info()["KSampler"]["input"]["required"]["scheduler"][0]
     assert did_you_mean("karas", schedulers) == "karras"
     assert not_offered("scheduler", "foo", schedulers).endswith(
-        "allowed: simple, sgm_uniform, karras, exponential, ddim_uniform, beta, normal, "
-        "linear_quadratic, kl_optimal"
+        "allowed: simple, sgm_uniform, karras, exponential, ddim_uniform, beta, normal, linear_quadratic, kl_optimal"
     )

@@ -234,9 +234,7 @@ class ComfyClient:
                 if installed:
                     problems.append(not_offered("checkpoint", checkpoint, installed))
                 else:
-                    problems.append(
-                        f"checkpoint {checkpoint!r} is not installed: this ComfyUI has no checkpoints"
-                    )
+                    problems.append(f"checkpoint {checkpoint!r} is not installed: this ComfyUI has no checkpoints")
         if problems:
             raise PreflightFailed("; ".join(problems))
 

@@ -88,9 +88,7 @@ async def download_image(
                 ) as response:
                     if response.status_code != 200:
                         if response.status_code in (502, 503, 504):
-                            raise ComfyUIUnavailable(
-                                f"GET {url} for {name!r}: answered {status_text(response)}"
-                            )
+                            raise ComfyUIUnavailable(f"GET {url} for {name!r}: answered {status_text(response)}")
                         raise DownloadFailed(f"image {name!r}: /view answered {status_text(response)}")
                     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
                     if content_type in ("text/html", "application/xhtml+xml"):
@@ -119,9 +117,7 @@ async def download_image(
         if received == 0:
             raise DownloadFailed(f"image {name!r}: /view answered an empty body")
         if declared is not None and received != declared:
-            raise DownloadFailed(
-                f"image {name!r} was cut off: got {received} of {declared} bytes (Content-Length)"
-            )
+            raise DownloadFailed(f"image {name!r} was cut off: got {received} of {declared} bytes (Content-Length)")
         kind = sniff(head)
         if kind is None:
             raise DownloadFailed(
@@ -130,9 +126,7 @@ async def download_image(
         content_type, ext, fmt = kind
         width, height = _dimensions(temp, fmt, name)
         if expected_size is not None and (width, height) != tuple(expected_size):
-            raise DownloadFailed(
-                f"image {name!r} is {width}x{height}, expected {expected_size[0]}x{expected_size[1]}"
-            )
+            raise DownloadFailed(f"image {name!r} is {width}x{height}, expected {expected_size[0]}x{expected_size[1]}")
         final = temp.with_suffix(ext)
         os.replace(temp, final)
         ok = True

@@ -191,9 +191,7 @@ def needs_allowed_values(body: Any) -> list[tuple[str, str]]:
             if not isinstance(error, Mapping) or error.get("type") != "value_not_in_list":
                 continue
             extra = error.get("extra_info") or {}
-            lacks_list = extra.get("input_config") is None or _LIST_OF_LENGTH.search(
-                str(error.get("details") or "")
-            )
+            lacks_list = extra.get("input_config") is None or _LIST_OF_LENGTH.search(str(error.get("details") or ""))
             pair = (str(node["class_type"]), str(extra.get("input_name") or ""))
             if lacks_list and pair[1] and pair not in wanted:
                 wanted.append(pair)

@@ -145,9 +145,7 @@ def _apply(event: Event, reporter: _Reporter) -> bool:
     return event.terminal
 
 
-async def _poll(
-    source: PromptSource, prompt_id: str, reporter: _Reporter
-) -> tuple[HistoryEntry | None, bool]:
+async def _poll(source: PromptSource, prompt_id: str, reporter: _Reporter) -> tuple[HistoryEntry | None, bool]:
     """One history + queue check: (finished entry, absent from both)."""
     entry = await source.history(prompt_id)
     if entry is not None:

@@ -105,7 +105,5 @@ def outcome(entry: HistoryEntry) -> HistoryEntry:
     if error is not None:
         raise ExecutionFailed(describe_execution_error(error, entry.prompt_id))
     if entry.status_str != "success":
-        raise ExecutionFailed(
-            f"prompt {entry.prompt_id} ended with status {entry.status_str!r} and no error message"
-        )
+        raise ExecutionFailed(f"prompt {entry.prompt_id} ended with status {entry.status_str!r} and no error message")
     return entry

@@ -1,0 +1,107 @@
+"""The follow loop's decisions on scripted /history + /queue answers (no sockets).
+
+The integration tests cover the same loop against the stand-in server; these
+pin down races a server cannot be made to hit on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from comfykube.clock import ScaledClock
+from comfykube.comfyui.events import ExecutionSuccess, ProgressEvent
+from comfykube.comfyui.follow import follow_prompt
+from comfykube.comfyui.hub import Watch
+from comfykube.comfyui.models import HistoryEntry, ProgressUpdate, QueueItem, QueueSnapshot
+from comfykube.errors import ComfyUIUnavailable, DeadlineExceeded, PromptLost
+
+DONE = HistoryEntry(prompt_id="p", status_str="success", completed=True)
+PENDING = QueueSnapshot(running=(QueueItem(1, "other"),), pending=(QueueItem(2, "x"), QueueItem(3, "p")))
+EMPTY = QueueSnapshot()
+
+
+class Script:
+    """A PromptSource answering from lists (the last answer repeats)."""
+
+    def __init__(self, history: list[object], queue: list[object]) -> None:
+        self._history: Iterator[object] = self._repeat_last(history)
+        self._queue: Iterator[object] = self._repeat_last(queue)
+        self.history_calls = 0
+
+    @staticmethod
+    def _repeat_last(items: list[object]) -> Iterator[object]:
+        yield from items
+        while True:
+            yield items[-1]
+
+    async def history(self, prompt_id: str) -> HistoryEntry | None:
+        self.history_calls += 1
+        answer = next(self._history)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    async def queue(self) -> QueueSnapshot:
+        answer = next(self._queue)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+
+CLOCK = ScaledClock(1000)
+
+
+async def test_prompt_finishing_between_history_and_queue_calls_is_not_lost() -> None:
+    # history empty → queue empty (it just finished) → history present on the re-check.
+    source = Script(history=[None, DONE], queue=[EMPTY])
+    entry = await follow_prompt(source, Watch("p"), "p", clock=CLOCK, lost_polls=1, poll_interval=1)
+    assert entry is DONE
+
+
+async def test_unreachable_comfyui_during_polls_does_not_count_as_lost() -> None:
+    down = ComfyUIUnavailable("GET /history/p: connection refused")
+    source = Script(history=[down, down, down, down, None, DONE], queue=[PENDING])
+    entry = await follow_prompt(source, Watch("p"), "p", clock=CLOCK, lost_polls=2, poll_interval=1)
+    assert entry is DONE
+
+
+async def test_absent_for_lost_polls_checks_is_lost() -> None:
+    source = Script(history=[None], queue=[EMPTY])
+    with pytest.raises(PromptLost):
+        await follow_prompt(source, Watch("p"), "p", clock=CLOCK, lost_polls=3, poll_interval=1)
+
+
+async def test_queue_position_counts_running_and_earlier_pending() -> None:
+    seen: list[ProgressUpdate] = []
+    source = Script(history=[None, None, DONE], queue=[PENDING])
+    await follow_prompt(source, Watch("p"), "p", clock=CLOCK, on_progress=seen.append, poll_interval=1, lost_polls=3)
+    assert seen[0] == ProgressUpdate(queue_position=2, running=False)
+
+
+async def test_failing_progress_callback_does_not_stop_following() -> None:
+    def explode(update: ProgressUpdate) -> None:
+        raise RuntimeError("status patch failed")
+
+    watch = Watch("p")
+    watch._put(ProgressEvent("p", value=1, max=3))
+    source = Script(history=[None, None, DONE], queue=[PENDING])
+    entry = await follow_prompt(source, watch, "p", clock=CLOCK, on_progress=explode, poll_interval=1)
+    assert entry is DONE
+
+
+async def test_ws_done_frame_triggers_an_immediate_poll() -> None:
+    watch = Watch("p")
+    source = Script(history=[None, DONE], queue=[PENDING])
+    watch._put(ExecutionSuccess("p"))
+    # poll_interval is a simulated hour: only the WS frame can make this finish quickly.
+    entry = await follow_prompt(source, watch, "p", clock=ScaledClock(1), poll_interval=3600)
+    assert entry is DONE
+
+
+async def test_deadline_in_the_past_raises_at_once() -> None:
+    source = Script(history=[None], queue=[PENDING])
+    with pytest.raises(DeadlineExceeded):
+        await follow_prompt(source, Watch("p"), "p", clock=CLOCK, deadline_at=CLOCK.now() - 1)
+    assert source.history_calls == 0
