@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from comfykube.clock import REAL_CLOCK, Clock
-from comfykube.comfyui.client import ComfyClient, PromptState
-from comfykube.comfyui.models import DownloadedImage, HistoryEntry
+from comfykube.comfyui.client import ComfyClient
+from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
@@ -90,6 +90,8 @@ class PipelineEvent:
     submissions: int | None = None
     queue_position: int | None = None
     progress: Progress | None = None
+    #: Set for something worth an Event of its own (e.g. "PromptResubmitted").
+    notice: str | None = None
 
 
 Reporter = Callable[[PipelineEvent], Awaitable[None]]
@@ -112,7 +114,10 @@ class Pipeline:
     poll_interval: float = 2.0
     lost_polls: int = 3
     tmp_dir: Path | None = None
+    #: A health check younger than this is trusted (saves three requests per job in a burst).
+    health_ttl: float = 10.0
     _store_ready: bool = field(default=False, init=False)
+    _healthy_at: float = field(default=float("-inf"), init=False)
 
     def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
         """Render the graph; the seed is the recorded one, the spec's, or a new random one."""
@@ -145,7 +150,7 @@ class Pipeline:
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
 
-        await self.comfy.health(retries=self.health_retries)
+        await self.check_health()
         await self.comfy.preflight(
             checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
         )
@@ -179,6 +184,13 @@ class Pipeline:
         )
         return status
 
+    async def check_health(self) -> None:
+        """Health-check ComfyUI (with retries) unless a recent check passed."""
+        if self.clock.now() - self._healthy_at < self.health_ttl:
+            return
+        await self.comfy.health(retries=self.health_retries)
+        self._healthy_at = self.clock.now()
+
     async def _submit_or_attach(
         self,
         rendered: RenderedWorkflow,
@@ -191,10 +203,10 @@ class Pipeline:
         """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss)."""
         pid = job.prompt_id
 
-        async def on_progress(value: int, maximum: int, queue_position: int | None) -> None:
-            if queue_position is not None and queue_position > 0 and value == 0:
+        async def on_progress(update: ProgressUpdate) -> None:
+            if not update.running:
                 await report(
-                    replace(event, phase=Phase.QUEUED, submissions=submissions, queue_position=queue_position)
+                    replace(event, phase=Phase.QUEUED, submissions=submissions, queue_position=update.queue_position)
                 )
             else:
                 await report(
@@ -203,16 +215,16 @@ class Pipeline:
                         phase=Phase.RUNNING,
                         submissions=submissions,
                         queue_position=0,
-                        progress=Progress(value=value, max=maximum),
+                        progress=Progress(value=update.value, max=update.max or int(rendered.values.get("steps") or 0)),
                     )
                 )
 
         while True:
             async with self.comfy.watch(pid) as watch:
                 state = await self.comfy.lookup(pid)
-                if state.kind is PromptState.DONE and state.entry is not None:
+                if state.phase is PromptPhase.DONE and state.entry is not None:
                     return state.entry, max(submissions, 1)
-                if state.kind is PromptState.UNKNOWN:
+                if state.phase is PromptPhase.UNKNOWN:
                     if submissions >= MAX_SUBMISSIONS:
                         raise PromptLost(
                             f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
@@ -225,6 +237,7 @@ class Pipeline:
                                 phase=Phase.QUEUED,
                                 submissions=submissions,
                                 message="ComfyUI lost the prompt (restarted?); submitted again",
+                                notice="PromptResubmitted",
                             )
                         )
                     await self.comfy.submit(rendered.graph, pid)
@@ -247,7 +260,7 @@ class Pipeline:
 
     async def _collect(self, entry: HistoryEntry, spec: ImageJobSpec, job: JobIdentity) -> list[StoredImage]:
         """Download every output image with byte checks, store, verify and presign it."""
-        outputs = entry.output_images()
+        outputs = entry.output_images
         if not outputs:
             raise DownloadFailed("ComfyUI reported success but produced no output image")
         if len(outputs) != spec.batch_size:

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         default=600, ge=1, description="Job deadline when spec.timeoutSeconds is not set."
     )
 
+    max_inflight_per_backend: int = Field(
+        default=4, ge=1, description="Jobs submitted and not yet stored, per ComfyUI backend (keeps its queue fed)."
+    )
+    maintenance_interval_seconds: float = Field(
+        default=10.0, gt=0, description="How often finished jobs are checked for TTL and URL refresh."
+    )
+
     @field_validator("comfyui_url")
     @classmethod
     def _urls_are_absolute(cls, value: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,7 @@ class OperatorContext:
     async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:
         """Connect to the API server and build the shared parts from settings."""
         api = await KubeApi.connect()
-        cap = int(os.environ.get("MAX_INFLIGHT_PER_BACKEND", "4"))
+        cap = settings.max_inflight_per_backend
         return cls(
             settings=settings,
             api=api,

@@ -44,7 +44,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     ctx = await OperatorContext.create(Settings())
     memo["ctx"] = ctx
     _state["ctx"] = ctx
-    _state["maintenance"] = asyncio.create_task(maintenance.run(ctx))
+    _state["maintenance"] = asyncio.create_task(maintenance.run(ctx, ctx.settings.maintenance_interval_seconds))
     ctx.ready = True
     log.info(
         "comfykube operator ready: backends %s, store %s, workflows %s",

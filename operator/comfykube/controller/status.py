@@ -112,6 +112,11 @@ class StatusWriter:
         if event.progress is not None:
             fields["progress"] = {"value": event.progress.value, "max": event.progress.max}
             fields["progressText"] = f"{event.progress.value}/{event.progress.max}"
+        if event.notice:
+            await self.set(fields)
+            await self._emit("Warning", event.notice, event.message)
+            if event.phase == self.phase:
+                return
         if event.phase != self.phase:
             old = self.phase
             await self.set(fields, reason=event.phase.value)

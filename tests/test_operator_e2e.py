@@ -1,0 +1,242 @@
+"""The operator as users run it: real processes end to end.
+
+Kubernetes API stand-in (or a real cluster, see tests/standins/kube_plugin.py),
+`comfykube operator` as a subprocess, the ComfyUI stand-in as a subprocess,
+nanio for S3, and kubectl for the user's side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.harness import REPO, OperatorProcess, kubectl_json, operator_env, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def namespace(kube_api: Any) -> str:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+@pytest.fixture
+def cluster(kube_api: Any) -> Any:
+    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
+    return kube_api
+
+
+@pytest.fixture
+def operator(
+    cluster: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str, namespace: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket)
+    proc = OperatorProcess(env, namespace, tmp_path / "operator.log").start()
+    yield proc
+    proc.stop()
+
+
+def job_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    body = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 3}
+    body.update(spec)
+    return {"apiVersion": "comfykube.dev/v1alpha1", "kind": "ImageJob", "metadata": {"name": name}, "spec": body}
+
+
+def create(cluster: Any, namespace: str, manifest: dict[str, Any]) -> None:
+    manifest = dict(manifest, metadata=dict(manifest["metadata"], namespace=namespace))
+    cluster.apply(manifest)
+
+
+def get_job(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl_json(cluster, "get", "imagejob", name, "-n", namespace)
+
+
+def phase_of(cluster: Any, namespace: str, name: str) -> str | None:
+    return (get_job(cluster, namespace, name).get("status") or {}).get("phase")
+
+
+def wait_phase(cluster: Any, namespace: str, name: str, phases: set[str], timeout: float = 60) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        job = get_job(cluster, namespace, name)
+        return job if (job.get("status") or {}).get("phase") in phases else None
+
+    return wait_until(check, timeout=timeout, interval=0.2, what=f"{name} in {phases}")
+
+
+def fetch_sha256(url: str) -> str:
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200, response.text[:200]
+    return hashlib.sha256(response.content).hexdigest()
+
+
+def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    result = cluster.kubectl("apply", "--validate=false", "-n", namespace, "-f",
+                             str(REPO / "examples" / "imagejob-basic.yaml"))
+    assert result.returncode == 0, result.stderr
+    name = yaml.safe_load((REPO / "examples" / "imagejob-basic.yaml").read_text(encoding="utf-8"))["metadata"]["name"]
+    job = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=90)
+    status = job["status"]
+    assert status["phase"] == "Succeeded", status
+    image = status["images"][0]
+    assert fetch_sha256(status["url"]) == image["sha256"]
+    assert status["promptId"] == job["metadata"]["uid"]
+    assert status["imageCount"] == 1 and status["startTime"] and status["completionTime"]
+    assert status["observedGeneration"] == job["metadata"]["generation"]
+    [cond] = [c for c in status["conditions"] if c["type"] == "Succeeded"]
+    assert cond["status"] == "True"
+
+    table = cluster.kubectl("get", "ij", "-n", namespace).stdout
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "AGE"]
+    assert "Succeeded" in table
+    wide = cluster.kubectl("get", "ij", "-n", namespace, "-o", "wide").stdout
+    assert "SEED" in wide and "URL" in wide and "PROMPT" in wide and str(status["seed"]) in wide
+
+    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == name}
+    assert {"Queued", "Succeeded"} <= reasons
+    assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 1
+
+
+def test_invalid_spec_that_slipped_past_the_schema_fails_with_invalid_spec(
+    cluster: Any, operator: OperatorProcess, namespace: str
+) -> None:
+    create(cluster, namespace, job_manifest("bad-width", width=513))
+    status = wait_phase(cluster, namespace, "bad-width", {"Failed", "Succeeded"})["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "InvalidSpec"
+    assert "spec.width" in status["message"]
+    # The operator survived it and still works.
+    create(cluster, namespace, job_manifest("good-after-bad"))
+    assert wait_phase(cluster, namespace, "good-after-bad", {"Succeeded", "Failed"})["status"]["phase"] == "Succeeded"
+
+
+def test_euler_a_fails_with_a_message_naming_the_allowed_samplers(
+    cluster: Any, operator: OperatorProcess, namespace: str
+) -> None:
+    create(cluster, namespace, job_manifest("euler-a", sampler="euler_a"))
+    status = wait_phase(cluster, namespace, "euler-a", {"Failed", "Succeeded"})["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "PreflightFailed"
+    assert "euler_ancestral" in status["message"]
+    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+    assert any(e["reason"] == "PreflightFailed" and e["type"] == "Warning" for e in events)
+
+
+@pytest.mark.parametrize("kill_when", ["before-submit", "running", "uploading"])
+def test_operator_killed_mid_job_resumes_without_resubmitting(
+    cluster: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str, namespace: str, tmp_path: Path,
+    kill_when: str,
+) -> None:
+    comfyui_process.configure(exec_seconds=2.0, pad_bytes=40_000_000 if kill_when == "uploading" else 0)
+    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket)
+    op = OperatorProcess(env, namespace, tmp_path / "operator.log")
+    name = f"kill-{kill_when}"
+    if kill_when == "before-submit":
+        create(cluster, namespace, job_manifest(name, steps=4))
+        op.start(wait=False)
+        wait_until(lambda: op.ready(), timeout=60)
+        op.kill()  # it may or may not have submitted: either way, exactly one submission in the end
+    else:
+        op.start()
+        create(cluster, namespace, job_manifest(name, steps=4))
+        target = {"running": {"Running"}, "uploading": {"Uploading"}}[kill_when]
+        wait_phase(cluster, namespace, name, target | {"Succeeded"}, timeout=60)
+        op.kill()
+    op.start()
+    try:
+        job = wait_phase(cluster, namespace, name, {"Succeeded", "Failed"}, timeout=90)
+    finally:
+        op.stop()
+    assert job["status"]["phase"] == "Succeeded", (job["status"], op.logs()[-3000:])
+    uid = job["metadata"]["uid"]
+    assert comfyui_process.stats()["submissions"].get(uid) == 1
+    assert fetch_sha256(job["status"]["url"]) == job["status"]["images"][0]["sha256"]
+
+
+def test_deleting_a_running_job_cancels_it_in_comfyui(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    comfyui_process.configure(exec_seconds=20.0)
+    create(cluster, namespace, job_manifest("to-delete", steps=10))
+    job = wait_phase(cluster, namespace, "to-delete", {"Running"}, timeout=60)
+    uid = job["metadata"]["uid"]
+    cluster.kubectl("delete", "imagejob", "to-delete", "-n", namespace, "--wait=false")
+
+    def gone() -> bool:
+        result = cluster.kubectl("get", "imagejob", "to-delete", "-n", namespace, check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    wait_until(gone, timeout=30, what="finalizer released")
+    stats = comfyui_process.stats()
+    assert uid in stats["interrupts"], stats
+    assert uid not in [p for p in stats.get("running", [])]
+
+
+def test_deadline_expiry_cancels_and_fails_with_deadline_exceeded(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    comfyui_process.configure(exec_seconds=30.0)
+    create(cluster, namespace, job_manifest("too-slow", timeoutSeconds=3, steps=10))
+    job = wait_phase(cluster, namespace, "too-slow", {"Failed", "Succeeded"}, timeout=60)
+    assert job["status"]["phase"] == "Failed" and job["status"]["reason"] == "DeadlineExceeded"
+    assert job["metadata"]["uid"] in comfyui_process.stats()["interrupts"]
+
+
+def test_comfyui_down_for_a_while_then_back_still_succeeds(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    comfyui_process.configure(unhealthy_for_seconds=4.0)
+    create(cluster, namespace, job_manifest("comfy-outage"))
+    job = wait_phase(cluster, namespace, "comfy-outage", {"Succeeded", "Failed"}, timeout=90)
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+
+
+def test_minio_down_then_back_still_succeeds(
+    cluster: Any, comfyui_process: Any, s3_server_private: Any, namespace: str, tmp_path: Path
+) -> None:
+    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server_private, bucket="outage")
+    s3_server_private.stop()
+    op = OperatorProcess(env, namespace, tmp_path / "operator.log").start()
+    try:
+        create(cluster, namespace, job_manifest("s3-outage"))
+        wait_until(
+            lambda: "StorageUnavailable" in str(get_job(cluster, namespace, "s3-outage").get("status")),
+            timeout=30, what="a StorageUnavailable retry on record",
+        )
+        s3_server_private.start()
+        job = wait_phase(cluster, namespace, "s3-outage", {"Succeeded", "Failed"}, timeout=90)
+    finally:
+        op.stop()
+    assert job["status"]["phase"] == "Succeeded", job["status"]
+    assert fetch_sha256(job["status"]["url"]) == job["status"]["images"][0]["sha256"]
+
+
+def test_lost_prompt_is_submitted_again_once_with_the_reason_recorded(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    comfyui_process.configure(lose_next_prompt=True)
+    create(cluster, namespace, job_manifest("lost"))
+    job = wait_phase(cluster, namespace, "lost", {"Succeeded", "Failed"}, timeout=90)
+    assert job["status"]["phase"] == "Succeeded" and job["status"]["submissions"] == 2
+    assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 2
+    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+    assert any("lost" in e.get("message", "").lower() for e in events)
+
+
+def test_finished_job_is_deleted_after_its_ttl(cluster: Any, operator: OperatorProcess, namespace: str) -> None:
+    create(cluster, namespace, job_manifest("short-lived", ttlSecondsAfterFinished=1))
+    wait_phase(cluster, namespace, "short-lived", {"Succeeded"}, timeout=60)
+
+    def gone() -> bool:
+        return cluster.kubectl("get", "imagejob", "short-lived", "-n", namespace, check=False).returncode != 0
+
+    wait_until(gone, timeout=30, what="TTL deletion")
