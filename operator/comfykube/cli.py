@@ -40,6 +40,23 @@ SPEC_FLAGS = {
 }
 
 
+class ObjectFormatter(logging.Formatter):
+    """Prefixes every line logged for a job with `[namespace/name]`.
+
+    kopf's per-object loggers put the object reference into the record; its own
+    formatter is not used because we configure logging ourselves.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict) and ref.get("name"):
+            where = f"{ref.get('namespace')}/{ref['name']}" if ref.get("namespace") else ref["name"]
+            head, sep, tail = text.partition(": ")
+            return f"{head}{sep}[{where}] {tail}" if sep else f"[{where}] {text}"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="comfykube", description=__doc__.splitlines()[0])
@@ -83,11 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `comfykube` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ObjectFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    # One line per HTTP request drowns what matters; keep those at debug level.
+    for noisy in ("httpx", "httpcore", "kubernetes_asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if args.command == "crd":
         from comfykube.crd import render_crd_yaml
 

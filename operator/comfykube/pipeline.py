@@ -144,6 +144,7 @@ class Pipeline:
         shutdown) leaves the prompt running so a new process can attach to it.
         """
         resume = resume or ResumeState()
+        started = now_rfc3339(self.clock)
         rendered = self.prepare(spec, job, resume)
         seed = rendered.values["seed"]
         backend = self.comfy.base_url
@@ -178,9 +179,12 @@ class Pipeline:
             seed=seed,
             submissions=submissions,
             images=images,
+            image_count=len(images),
             url=images[0].url if images else None,
             progress=Progress(value=spec.steps, max=spec.steps),
-            completion_time=now_rfc3339(),
+            progress_text=f"{spec.steps}/{spec.steps}",
+            start_time=started,
+            completion_time=now_rfc3339(self.clock),
         )
         return status
 

@@ -86,6 +86,13 @@ async def start_probes(port: int) -> web.AppRunner:
     return runner
 
 
+class _QuietEventHandler(logging.Filter):
+    """Drops kopf's "Handler 'job_event' succeeded." line, logged for every watch event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'job_event' succeeded" not in record.getMessage()
+
+
 def run_operator(
     *, namespaces: list[str], all_namespaces: bool, health_port: int, metrics_port: int
 ) -> int:
@@ -98,6 +105,7 @@ def run_operator(
     if not namespaces and not all_namespaces:
         namespaces = ["default"]
     assert handlers  # imported for its kopf registrations
+    logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
 
     if metrics_port:
         from prometheus_client import start_http_server

@@ -8,6 +8,7 @@ progress within a phase is coalesced to about one write per second per job.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -97,6 +98,10 @@ class StatusWriter:
 
     async def on_event(self, event: PipelineEvent) -> None:
         """Pipeline reporter: transitions at once, progress at most once per interval."""
+        if event.phase == Phase.PENDING and self.phase != Phase.PENDING:
+            # The pipeline starts every attempt in Pending ("checking ComfyUI"); a job the
+            # operator already queued must not appear to go backwards.
+            event = dataclasses.replace(event, phase=self.phase)
         fields: dict[str, Any] = {"phase": event.phase.value}
         if event.message:
             fields["message"] = event.message
