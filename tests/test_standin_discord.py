@@ -27,6 +27,7 @@ from tests.standins.discord import (
     BOB_ID,
     CB_AUTOCOMPLETE,
     CB_DEFERRED,
+    CB_DEFERRED_UPDATE,
     CB_MESSAGE,
     FakeDiscord,
     make_png,
@@ -59,6 +60,11 @@ class JobButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: TestBot = interaction.client  # type: ignore[assignment]
         bot.clicks.append((self.action, self.ns, self.name, interaction.user.id))
+        if self.action == "delete":
+            # Silent ack (type 6), then edit the message the button is on through @original.
+            await interaction.response.defer()
+            await interaction.edit_original_response(content=f"deleted {self.ns}/{self.name}", view=None)
+            return
         await interaction.response.send_message(f"{self.action} {self.ns}/{self.name}", ephemeral=True)
 
 
@@ -105,6 +111,14 @@ class TestBot(commands.Bot):
             await interaction.response.send_message("no jobs", ephemeral=True)
             self.done.set()
 
+        @self.tree.command(name="describe", description="Describe an uploaded image")
+        async def describe(interaction: discord.Interaction, image: discord.Attachment) -> None:
+            data = await image.read()  # downloaded from the fake's attachment URL
+            self.seen.append(interaction)
+            await interaction.response.send_message(
+                f"{image.filename}: {len(data)} bytes, {image.width}x{image.height}"
+            )
+
         @self.tree.command(name="slow", description="Answers only when the test says so")
         async def slow(interaction: discord.Interaction) -> None:
             self.seen.append(interaction)
@@ -143,7 +157,7 @@ async def test_command_sync_records_and_enforces_limits(fake_discord: FakeDiscor
     bot = TestBot()
     async with run_discord_bot(bot):
         synced = await bot.tree.sync()
-        assert {c.name for c in synced} == {"imagine", "jobs", "slow"}
+        assert {c.name for c in synced} == {"imagine", "jobs", "describe", "slow"}
         guild = discord.Object(fake_discord.guild_id)
         bot.tree.copy_global_to(guild=guild)
         await bot.tree.sync(guild=guild)
@@ -181,6 +195,8 @@ async def test_slash_command_defer_followup_then_edit_original(
         response = await handle.wait_response()
         assert response.type == CB_DEFERRED
         await asyncio.wait_for(bot.done.wait(), 5)
+        fetched = await bot.seen[0].original_response()  # GET .../messages/@original
+        assert fetched.content == "done: a cat"
 
     interaction = bot.seen[0]
     assert interaction.filesize_limit == 8_000_000
@@ -192,7 +208,7 @@ async def test_slash_command_defer_followup_then_edit_original(
     assert original.custom_ids() == ["ij:reroll:default/job-1"]
     assert fake_discord.messages_in(fake_discord.channel_id) == [original]
     token_paths = [r.path for r in fake_discord.requests if r.token == handle.token]
-    assert [p.split("/")[1] for p in token_paths] == ["interactions", "webhooks", "webhooks"]
+    assert [p.split("/")[1] for p in token_paths] == ["interactions", "webhooks", "webhooks", "webhooks"]
 
 
 async def test_autocomplete_returns_choices(fake_discord: FakeDiscord, run_discord_bot: RunBot) -> None:
@@ -235,6 +251,39 @@ async def test_dynamic_button_works_after_restart(fake_discord: FakeDiscord, run
     assert response.data["content"] == "reroll team-a/job-42"
     assert second.clicks == [("reroll", "team-a", "job-42", BOB_ID)] and first.clicks == []
     assert handle.original is not None and handle.original.ephemeral
+    assert len(fake_discord.sessions) == 2 and not fake_discord.sessions[0].connected
+
+
+async def test_button_defer_update_edits_the_clicked_message(
+    fake_discord: FakeDiscord, run_discord_bot: RunBot
+) -> None:
+    async with run_discord_bot(TestBot()):
+        message = fake_discord.post_message(
+            fake_discord.channel_id,
+            "job-7 running",
+            components=[
+                {
+                    "type": 1,
+                    "components": [{"type": 2, "style": 4, "label": "Delete", "custom_id": "ij:delete:default/job-7"}],
+                }
+            ],
+        )
+        handle = await fake_discord.click("ij:delete:default/job-7", message_id=message.id, roles=["moderator"])
+        assert (await handle.wait_response()).type == CB_DEFERRED_UPDATE
+        await fake_discord.wait_for(lambda: len(message.history) == 1, what="the edit")
+    assert message.contents == ["job-7 running", "deleted default/job-7"]
+    assert message.components == [] and handle.original_message_id == message.id
+    with pytest.raises(ValueError, match="no component"):
+        await fake_discord.click("ij:reroll:default/job-7", message_id=message.id)
+
+
+async def test_attachment_option_is_downloadable(fake_discord: FakeDiscord, run_discord_bot: RunBot) -> None:
+    png = make_png(3, 2)
+    async with run_discord_bot(TestBot()) as bot:
+        await bot.tree.sync()
+        handle = await fake_discord.slash_command("describe", {"image": ("in.png", png, "image/png")})
+        response = await handle.wait_response()
+    assert response.data is not None and response.data["content"] == f"in.png: {len(png)} bytes, 3x2"
 
 
 async def test_webhook_token_expires_but_bot_token_edit_works(

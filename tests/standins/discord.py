@@ -568,6 +568,7 @@ class FakeDiscord:
         self.interactions: dict[int, InteractionHandle] = {}
         self._by_token: dict[str, InteractionHandle] = {}
         self._messages: dict[int, FakeMessage] = {}
+        self.uploads: dict[int, StoredAttachment] = {}  # attachment options sent with slash commands
         self._dm_channels: dict[int, JSON] = {}
         self._commands: dict[int | None, list[JSON]] = {}
         self._command_ids: dict[tuple[int | None, int, str], int] = {}
@@ -936,10 +937,9 @@ class FakeDiscord:
             for att in msg.attachments:
                 if att.id == aid:
                     return web.Response(body=att.data, content_type=att.content_type or "application/octet-stream")
-        for handle in self.interactions.values():
-            for att in handle.payload.get("data", {}).get("resolved", {}).get("attachments", {}).values():
-                if int(att["id"]) == aid:
-                    return web.Response(body=att["_data"], content_type=att.get("content_type"))
+        if aid in self.uploads:
+            upload = self.uploads[aid]
+            return web.Response(body=upload.data, content_type=upload.content_type or "application/octet-stream")
         return web.Response(status=404, text="asset not found")
 
     async def _serve_cdn(self, request: web.Request) -> web.StreamResponse:
@@ -1645,7 +1645,9 @@ class FakeDiscord:
             if session is not None and session.conn is conn:
                 session.conn = None
                 # A client that closes with 1000/1001 ends its session (Discord invalidates it);
-                # other codes (4000 from discord.py's reconnect path) leave it resumable.
+                # other codes leave it resumable. Note discord.py's Client.close() actually sends 4000
+                # (its reader task closes first), so a closed discord.py client stays resumable here
+                # exactly as it would on Discord.
                 if ws.close_code in (1000, 1001):
                     session.resumable = False
         return ws
@@ -1940,8 +1942,9 @@ class FakeDiscord:
                 "url": url,
                 "proxy_url": url,
                 "content_type": ctype,
-                "_data": data,
             }
+            # What the user uploaded with the command, served at ``url`` (the bot downloads it).
+            self.uploads[aid] = StoredAttachment(aid, filename, ctype, bytes(data), url)
             size = _png_size(data)
             if size is not None:
                 att["width"], att["height"] = size
