@@ -126,7 +126,7 @@ async def test_euler_a_fails_fast_naming_euler_ancestral(pipeline: Pipeline, com
     with pytest.raises(PreflightFailed) as info:
         await pipeline.run(ImageJobSpec(prompt="p", sampler="euler_a"), job)
     assert "euler_a" in info.value.message and "euler_ancestral" in info.value.message
-    assert sum(comfyui.submissions.values()) == 0  # refused before anything was sent
+    assert sum(comfyui.stats()["submissions"].values()) == 0  # refused before anything was sent
 
 
 async def test_missing_checkpoint_names_the_installed_ones(pipeline: Pipeline, comfyui: Any) -> None:
@@ -134,7 +134,7 @@ async def test_missing_checkpoint_names_the_installed_ones(pipeline: Pipeline, c
         await pipeline.run(ImageJobSpec(prompt="p", model="not-installed.safetensors"), new_job())
     assert "not-installed.safetensors" in info.value.message
     assert "sd15-base.safetensors" in info.value.message
-    assert sum(comfyui.submissions.values()) == 0
+    assert sum(comfyui.stats()["submissions"].values()) == 0
 
 
 async def test_execution_error_fails_with_the_node_message(pipeline: Pipeline, comfyui: Any) -> None:
@@ -150,7 +150,7 @@ async def test_resume_attaches_to_the_running_prompt_instead_of_submitting_again
     job = new_job("resume")
     spec = ImageJobSpec(prompt="p", width=64, height=64, steps=5, seed=3)
     first = asyncio.create_task(pipeline.run(spec, job))
-    while comfyui.submissions.get(job.uid, 0) == 0:
+    while comfyui.stats()["submissions"].get(job.uid, 0) == 0:
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)
     first.cancel()  # the process dies mid-run
@@ -158,7 +158,7 @@ async def test_resume_attaches_to_the_running_prompt_instead_of_submitting_again
         await first
     status = await pipeline.run(spec, job, resume=ResumeState(seed=3, submissions=1))
     assert status.phase is Phase.SUCCEEDED
-    assert comfyui.submissions[job.uid] == 1
+    assert comfyui.stats()["submissions"][job.uid] == 1
 
 
 async def test_finished_prompt_is_collected_not_rendered_again(pipeline: Pipeline, comfyui: Any) -> None:
@@ -167,7 +167,7 @@ async def test_finished_prompt_is_collected_not_rendered_again(pipeline: Pipelin
     first = await pipeline.run(spec, job)
     # Killed after ComfyUI finished but before the status was written: run again.
     second = await pipeline.run(spec, job, resume=ResumeState(seed=5, submissions=1))
-    assert comfyui.submissions[job.uid] == 1
+    assert comfyui.stats()["submissions"][job.uid] == 1
     assert second.images[0].sha256 == first.images[0].sha256
 
 
@@ -176,7 +176,7 @@ async def test_lost_prompt_is_submitted_again_once(pipeline: Pipeline, comfyui: 
     job = new_job("lost")
     status = await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1), job)
     assert status.phase is Phase.SUCCEEDED and status.submissions == 2
-    assert comfyui.submissions[job.uid] == 2
+    assert comfyui.stats()["submissions"][job.uid] == 2
 
 
 async def test_prompt_lost_twice_fails_as_lost(pipeline: Pipeline, comfyui: Any) -> None:
@@ -186,7 +186,7 @@ async def test_prompt_lost_twice_fails_as_lost(pipeline: Pipeline, comfyui: Any)
         await pipeline.run(
             ImageJobSpec(prompt="p", width=64, height=64, steps=1), job, resume=ResumeState(submissions=1)
         )
-    assert comfyui.submissions[job.uid] == 1
+    assert comfyui.stats()["submissions"][job.uid] == 1
 
 
 async def test_deadline_exceeded_cancels_the_prompt(pipeline: Pipeline, comfyui: Any) -> None:
