@@ -43,9 +43,11 @@ def describe_transport_error(exc: BaseException) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
-        text = str(exc).lower()
-        if "refused" in text or "errno 111" in text:
+        cause = _root_os_error(exc)
+        if isinstance(cause, ConnectionRefusedError) or "refused" in str(exc).lower():
             return "connection refused"
+        if cause is not None and cause.strerror:
+            return f"cannot connect ({cause.strerror})"
         return f"cannot connect ({exc})" if str(exc) else "cannot connect"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"connection broken ({exc})" if str(exc) else "connection broken"
@@ -100,3 +102,22 @@ async def request(
     if response.status_code in UNAVAILABLE_STATUSES:
         raise unavailable(method, url, f"answered {status_text(response)}")
     return response
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    """The most specific OSError under httpx's wrapper (anyio's own says only "All connection attempts failed")."""
+    found: list[OSError] = []
+    seen: set[int] = set()
+
+    def walk(current: BaseException | None) -> None:
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            if isinstance(current, OSError):
+                found.append(current)
+            for inner in getattr(current, "exceptions", None) or ():  # ExceptionGroup (happy eyeballs)
+                walk(inner)
+            current = current.__cause__ or current.__context__
+
+    walk(exc)
+    with_errno = [error for error in found if error.errno is not None]
+    return (with_errno or found or [None])[0]
