@@ -8,6 +8,7 @@ they use unique names and clean up). The ``kube_api_inprocess`` tests pin the em
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import select
@@ -165,6 +166,21 @@ def test_kubectl_apply_get_columns_wide_labels_and_status(kube_api: KubeApi, ima
         assert meta["status"]["phase"] == "Running"
     finally:
         kube_api.kubectl("delete", "ij", name, other, "--ignore-not-found", "--wait=false")
+
+
+def test_kubectl_create_namespace_configmap_secret(kube_api: KubeApi) -> None:
+    """kubectl's typed clients send protobuf for these; FakeKube decodes the basics."""
+    namespace = unique("team")
+    try:
+        kube_api.kubectl("create", "namespace", namespace)
+        kube_api.kubectl("-n", namespace, "create", "configmap", "cm1", "--from-literal=a=b")
+        kube_api.kubectl("-n", namespace, "create", "secret", "generic", "s1", "--from-literal=pw=hunter2")
+        cm = json.loads(kube_api.kubectl("-n", namespace, "get", "cm", "cm1", "-o", "json").stdout)
+        assert cm["data"] == {"a": "b"}
+        secret = json.loads(kube_api.kubectl("-n", namespace, "get", "secret", "s1", "-o", "json").stdout)
+        assert secret["data"]["pw"] == base64.b64encode(b"hunter2").decode()
+    finally:
+        kube_api.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
 
 
 def test_kubectl_get_watch_shows_a_change(kube_api: KubeApi, imagejob_crd: dict[str, Any]) -> None:

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
@@ -300,6 +301,103 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def _pb_fields(buf: bytes) -> list[tuple[int, int | bytes]]:
+    """Split a protobuf message into (field number, varint or bytes) pairs."""
+    fields: list[tuple[int, int | bytes]] = []
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        value = shift = 0
+        while True:
+            byte = buf[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while pos < len(buf):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.append((number, varint()))
+        elif wire == 2:
+            size = varint()
+            fields.append((number, buf[pos:pos + size]))
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return fields
+
+
+def _pb_map(entries: list[bytes], *, binary: bool = False) -> dict[str, str]:
+    result = {}
+    for entry in entries:
+        parts = dict(_pb_fields(entry))
+        key, value = parts.get(1, b""), parts.get(2, b"")
+        assert isinstance(key, bytes) and isinstance(value, bytes)
+        result[key.decode()] = base64.b64encode(value).decode() if binary else value.decode()
+    return result
+
+
+def decode_protobuf_object(body: bytes) -> Obj:
+    """Decode the few protobuf objects kubectl's typed clients create: Namespace, ConfigMap, Secret.
+
+    Only what a test setup needs is kept (name, generateName, namespace, labels, annotations,
+    finalizers, ConfigMap/Secret data and Secret type); anything else gets a 415.
+    """
+    unsupported = api_error(
+        415, "UnsupportedMediaType", "FakeKube decodes protobuf only for Namespace/ConfigMap/Secret"
+    )
+    if not body.startswith(b"k8s\x00"):
+        raise unsupported
+    try:
+        envelope = _pb_fields(body[4:])
+        type_meta = dict(_pb_fields(next(v for n, v in envelope if n == 1 and isinstance(v, bytes))))
+        raw = next(v for n, v in envelope if n == 2 and isinstance(v, bytes))
+        kind = bytes(type_meta.get(2, b"")).decode()  # type: ignore[arg-type]
+        api_version = bytes(type_meta.get(1, b"")).decode()  # type: ignore[arg-type]
+        if kind not in ("Namespace", "ConfigMap", "Secret"):
+            raise unsupported
+        fields = _pb_fields(raw)
+        meta_fields = _pb_fields(next((v for n, v in fields if n == 1 and isinstance(v, bytes)), b""))
+    except (StopIteration, IndexError, ValueError) as exc:
+        raise unsupported from exc
+
+    def strings(items: list[tuple[int, int | bytes]], number: int) -> list[str]:
+        return [v.decode() for n, v in items if n == number and isinstance(v, bytes)]
+
+    def blobs(items: list[tuple[int, int | bytes]], number: int) -> list[bytes]:
+        return [v for n, v in items if n == number and isinstance(v, bytes)]
+
+    meta: Obj = {}
+    for key, number in (("name", 1), ("generateName", 2), ("namespace", 3)):
+        if values := strings(meta_fields, number):
+            meta[key] = values[-1]
+    for key, number in (("labels", 11), ("annotations", 12)):
+        if entries := blobs(meta_fields, number):
+            meta[key] = _pb_map(entries)
+    if finalizers := strings(meta_fields, 14):
+        meta["finalizers"] = finalizers
+    obj: Obj = {"apiVersion": api_version or "v1", "kind": kind, "metadata": meta}
+    if kind == "ConfigMap":
+        if entries := blobs(fields, 2):
+            obj["data"] = _pb_map(entries)
+        if entries := blobs(fields, 3):
+            obj["binaryData"] = _pb_map(entries, binary=True)
+    elif kind == "Secret":
+        if entries := blobs(fields, 2):
+            obj["data"] = _pb_map(entries, binary=True)
+        if entries := blobs(fields, 4):
+            obj["stringData"] = _pb_map(entries)
+        if values := strings(fields, 3):
+            obj["type"] = values[-1]
+    return obj
 
 
 # --------------------------------------------------------------------------------------------------
@@ -677,6 +775,10 @@ class FakeKube(kmock.KubernetesEmulator):
             obj.pop("status", None)  # with a status subresource, the main resource ignores .status
         if res == _NS_RESOURCE:
             obj["status"] = {"phase": "Active"}
+        if info.kind == "Secret" and isinstance(obj.get("stringData"), dict):
+            # The apiserver folds the write-only stringData into data.
+            encoded = {k: base64.b64encode(str(v).encode()).decode() for k, v in obj.pop("stringData").items()}
+            obj["data"] = {**(obj.get("data") or {}), **encoded}
         if res == _CRD_RESOURCE and not dry_run:
             self._install_crd(obj)
         if dry_run:
@@ -1093,6 +1195,14 @@ class FakeKube(kmock.KubernetesEmulator):
         raise api_error(405, "MethodNotAllowed", f"{method} is not allowed")
 
     def _body(self, request: rendering.Request, default: Any = ..., *, content_type: str = "") -> Any:
+        sent_type = request.headers.get("Content-Type", "")
+        if "protobuf" in sent_type:
+            # kubectl's typed clients (`kubectl create namespace/configmap/secret`) send protobuf.
+            return decode_protobuf_object(request.body)
+        if "cbor" in sent_type:
+            raise api_error(
+                415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {sent_type}"
+            )
         if not request.body.strip():
             if default is ...:
                 raise api_error(400, "BadRequest", "the request body is empty")
