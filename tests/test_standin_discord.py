@@ -29,6 +29,7 @@ from tests.standins.discord import (
     CB_DEFERRED,
     CB_DEFERRED_UPDATE,
     CB_MESSAGE,
+    CB_MODAL,
     FakeDiscord,
     make_png,
 )
@@ -66,6 +67,15 @@ class JobButton(
             await interaction.edit_original_response(content=f"deleted {self.ns}/{self.name}", view=None)
             return
         await interaction.response.send_message(f"{self.action} {self.ns}/{self.name}", ephemeral=True)
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """Edit the prompt before a reroll (the modal round trip)."""
+
+    prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(label="Prompt", custom_id="remix-prompt", max_length=1500)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(f"remix: {self.prompt.value}", ephemeral=True)
 
 
 class TestBot(commands.Bot):
@@ -119,6 +129,10 @@ class TestBot(commands.Bot):
                 f"{image.filename}: {len(data)} bytes, {image.width}x{image.height}"
             )
 
+        @self.tree.command(name="remix", description="Open the remix modal")
+        async def remix(interaction: discord.Interaction) -> None:
+            await interaction.response.send_modal(RemixModal())
+
         @self.tree.command(name="slow", description="Answers only when the test says so")
         async def slow(interaction: discord.Interaction) -> None:
             self.seen.append(interaction)
@@ -157,7 +171,7 @@ async def test_command_sync_records_and_enforces_limits(fake_discord: FakeDiscor
     bot = TestBot()
     async with run_discord_bot(bot):
         synced = await bot.tree.sync()
-        assert {c.name for c in synced} == {"imagine", "jobs", "describe", "slow"}
+        assert {c.name for c in synced} == {"imagine", "jobs", "describe", "remix", "slow"}
         guild = discord.Object(fake_discord.guild_id)
         bot.tree.copy_global_to(guild=guild)
         await bot.tree.sync(guild=guild)
@@ -439,3 +453,15 @@ async def test_gateway_resume_replays_and_keeps_working(fake_discord: FakeDiscor
         handle = await fake_discord.slash_command("jobs")
         assert (await handle.wait_response()).type == CB_MESSAGE
         assert len(fake_discord.sessions) == 1  # resumed, not re-identified
+
+
+async def test_modal_round_trip(fake_discord: FakeDiscord, run_discord_bot: RunBot) -> None:
+    async with run_discord_bot(TestBot()) as bot:
+        await bot.tree.sync()
+        opened = await fake_discord.slash_command("remix")
+        response = await opened.wait_response()
+        assert response.type == CB_MODAL and response.data is not None
+        assert response.data["title"] == "Remix"
+        submitted = await fake_discord.submit_modal(response.data["custom_id"], {"remix-prompt": "a dog"})
+        reply = await submitted.wait_response()
+    assert reply.type == CB_MESSAGE and reply.data is not None and reply.data["content"] == "remix: a dog"

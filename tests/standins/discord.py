@@ -14,6 +14,23 @@ In-process use (the usual case)::
         await fake.wait_for(lambda: handle.followup_ids)
         fake.message(handle.original_message_id).contents  # every version of the message
 
+Public API (all on ``FakeDiscord`` unless noted):
+
+- lifecycle/addresses: ``start()``/``stop()``/``async with``, ``api_base``, ``gateway_url``, ``cdn_base``,
+  ``env()``, ``token``, ``application_id`` (= ``bot_user_id``), ``upload_limit`` (mutable);
+- config: ``guilds`` (``GuildSpec``/``ChannelSpec``/``RoleSpec``/``MemberSpec``; default one guild with
+  ``channel_id`` (general), ``nsfw_channel_id``, ``role_ids``, ``user_ids`` alice/bob/mod);
+- clock: ``now()``, ``wall_now()``, ``advance(seconds)``;
+- injection: ``slash_command``, ``autocomplete``, ``click``, ``submit_modal`` → ``InteractionHandle``
+  (``wait_response(timeout)``, ``response``, ``rejected``, ``original``, ``followups``, ``choices``);
+  ``dispatch(event, data)`` for raw gateway events; ``post_message`` to seed a bot message;
+  ``request_reconnect()``/``invalidate_sessions()`` for RESUME paths;
+- observation: ``requests`` (``RecordedRequest``), ``requests_to``, ``wait_for_request``, ``wait_for``,
+  ``unhandled``, ``sessions``, ``commands(guild_id)``/``command(name)``, ``messages_in(cid)``,
+  ``message(mid)`` (``FakeMessage`` with ``history``/``versions``/``contents``), ``uploads``;
+- faults: ``fail_next(method, path_regex, status, code=0, retry_after=None, *, times=1, is_global=False)``;
+- module helpers: ``point_discord_at(fake)``, ``run_bot(client, token, fake)``, ``make_png(w, h, pad_to=)``.
+
 ``point_discord_at(fake)`` (used by ``run_bot``) sets three class attributes of discord.py and
 restores them afterwards:
 
@@ -2133,6 +2150,39 @@ class FakeDiscord:
             user_id=user_id,
             guild_id=gid,
             channel_id=msg.channel_id,
+            roles=roles,
+            nsfw_channel=None,
+            locale=locale,
+            attachment_size_limit=None,
+            message=msg,
+        )
+
+    async def submit_modal(
+        self,
+        custom_id: str,
+        values: Mapping[str, str],
+        *,
+        user_id: int | None = None,
+        roles: Sequence[int | str] = (),
+        channel_id: int | None = None,
+        message_id: int | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Send a MODAL_SUBMIT interaction: text inputs ``{custom_id: value}`` of a modal the bot opened.
+
+        ``custom_id`` is the modal's (see the type-9 response's ``data["custom_id"]``); pass
+        ``message_id`` when the modal was opened from a button so type 6/7 responses can update it.
+        """
+        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        msg = self._messages.get(int(message_id)) if message_id is not None else None
+        if message_id is not None and msg is None:
+            raise ValueError(f"message {message_id} does not exist in the fake")
+        return await self._inject(
+            IT_MODAL,
+            {"custom_id": custom_id, "components": rows},
+            user_id=user_id,
+            guild_id=(msg.guild_id if msg is not None else _Default),
+            channel_id=channel_id,
             roles=roles,
             nsfw_channel=None,
             locale=locale,
