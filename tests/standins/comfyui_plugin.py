@@ -28,9 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest_asyncio.fixture
-async def comfyui(tmp_path: Path) -> AsyncIterator[FakeComfyUI]:
-    """A started ComfyUI stand-in writing into ``tmp_path / "comfyui-output"``."""
-    fake = FakeComfyUI(output_dir=tmp_path / "comfyui-output")
+async def comfyui(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FakeComfyUI]:
+    """A started ComfyUI stand-in; its output directory is its own (not the test's tmp_path)."""
+    fake = FakeComfyUI(output_dir=tmp_path_factory.mktemp("comfyui-output"))
     await fake.start()
     try:
         yield fake
@@ -39,7 +39,9 @@ async def comfyui(tmp_path: Path) -> AsyncIterator[FakeComfyUI]:
 
 
 @pytest_asyncio.fixture
-async def comfyui_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[FakeComfyUI]]]:
+async def comfyui_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Callable[..., Awaitable[FakeComfyUI]]]:
     """Make more stand-ins: ``await comfyui_factory(exec_seconds=1.0, time_scale=10)``.
 
     Keyword arguments go to :class:`FakeComfyUI`; config fields (``image_mode=...``) are applied
@@ -50,7 +52,8 @@ async def comfyui_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitab
 
     async def make(**kwargs: Any) -> FakeComfyUI:
         ctor = {k: v for k, v in kwargs.items() if k in ctor_args}
-        ctor.setdefault("output_dir", tmp_path / f"comfyui-output-{len(started)}")
+        if ctor.get("output_dir") is None:
+            ctor["output_dir"] = tmp_path_factory.mktemp("comfyui-output")
         fake = FakeComfyUI(**ctor)
         await fake.start()
         started.append(fake)
@@ -165,11 +168,12 @@ class ComfyUIProcess:
 
 
 @pytest.fixture
-def comfyui_process(tmp_path: Path) -> Iterator[ComfyUIProcess]:
-    """The stand-in as a separate process on a free loopback port."""
-    output = tmp_path / "comfyui-process-output"
+def comfyui_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyUIProcess]:
+    """The stand-in as a separate process on a free loopback port (log: ``.log_path``)."""
+    base = tmp_path_factory.mktemp("comfyui-process")
+    output = base / "output"
     output.mkdir()
-    proc = ComfyUIProcess(output, tmp_path / "comfyui-process.log")
+    proc = ComfyUIProcess(output, base / "comfyui-process.log")
     proc.start()
     try:
         yield proc
