@@ -480,3 +480,27 @@ def test_relative_urls_are_refused() -> None:
         ComfyClient("127.0.0.1:8188")
     with pytest.raises(ValueError, match="absolute"):
         ComfyClient("/comfy")
+
+
+async def test_watch_does_not_hang_when_comfyui_is_down() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with ComfyClient(url, ws_open_timeout=30) as c:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with c.watch(new_id()):
+            assert not c.hub.connected
+        assert loop.time() - started < 5
+
+
+async def test_websocket_comes_back_after_comfyui_restarts(comfyui: FakeComfyUI) -> None:
+    comfyui.configure(time_scale=100)
+    async with ComfyClient(comfyui.url, clock=ScaledClock(100)) as c:
+        _, first = await run(c, txt2img(prefix="before/x"))
+        pid = new_id()
+        async with c.watch(pid) as watch:
+            await comfyui.restart(down_seconds=5)
+            await asyncio.sleep(0.2)  # the port opens again after 5 simulated seconds
+            await c.submit(txt2img(prefix="after/x"), pid)
+            entry = await c.follow(watch, pid, poll_interval=1)
+        assert first.succeeded and entry.succeeded
+        assert c.hub.connections >= 2

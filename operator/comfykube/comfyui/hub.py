@@ -75,6 +75,8 @@ class EventHub:
         self.connections = 0
         self._watches: dict[str, set[Watch]] = {}
         self._connected = asyncio.Event()
+        # Set (and replaced) after every connection attempt, so waiters learn of failures at once.
+        self._attempted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -103,14 +105,21 @@ class EventHub:
     async def ensure_connected(self, wait_seconds: float) -> bool:
         """Wait up to `wait_seconds` real seconds for the socket; False if it did not come up.
 
-        A False here is not fatal: followers poll `/history` as well.
+        Returns early when a connection attempt fails (ComfyUI down: submit will say
+        so itself). A False here is not fatal: followers poll `/history` as well.
         """
         self._start()
+        if self.connected:
+            return True
+        attempted = self._attempted
+        connected = asyncio.ensure_future(self._connected.wait())
+        failed = asyncio.ensure_future(attempted.wait())
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout=wait_seconds)
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait({connected, failed}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            failed.cancel()
+        return self.connected
 
     async def aclose(self) -> None:
         """Close the socket and stop reconnecting."""
@@ -127,6 +136,10 @@ class EventHub:
             return
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="comfyui-ws")
+
+    def _attempt_finished(self) -> None:
+        self._attempted.set()
+        self._attempted = asyncio.Event()
 
     def _dispatch(self, event: Event) -> None:
         if event.prompt_id is None:
@@ -162,6 +175,7 @@ class EventHub:
                         for watch in watchers:
                             watch.connected_at_start = True
                     self._connected.set()
+                    self._attempt_finished()
                     if had_connection:
                         # Frames sent while we were away are lost: followers should poll now.
                         self._broadcast(Reconnected(None))
@@ -177,6 +191,7 @@ class EventHub:
                 log.exception("ComfyUI WebSocket %s failed unexpectedly", self.url)
             finally:
                 self._connected.clear()
+                self._attempt_finished()
             if not self._watches:
                 return
             await self.clock.sleep(delay)
