@@ -11,10 +11,11 @@ import asyncio
 import base64
 import contextlib
 import json
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -75,21 +76,36 @@ def parse_table(text: str, headers: list[str]) -> list[dict[str, str]]:
     return [{h: line[a:b].strip() for h, (a, b) in zip(headers, bounds, strict=True)} for line in lines[1:]]
 
 
-def read_until(proc: subprocess.Popen[str], predicate: Callable[[str], bool], timeout: float) -> str:
-    """Read a subprocess's stdout until a line satisfies ``predicate``; returns all text read."""
-    assert proc.stdout is not None
-    text, deadline = "", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        text += line
-        if predicate(line):
-            return text
-    raise AssertionError(f"no matching line within {timeout}s; got:\n{text}")
+class LineReader:
+    """Collect a subprocess's stdout lines on a thread (select() on a buffered pipe misses lines)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.text = ""
+        stream = proc.stdout
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def until(self, predicate: Callable[[str], bool], timeout: float) -> str:
+        """Wait for a line satisfying ``predicate``; returns it."""
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.text += line
+            if predicate(line):
+                return line
+        raise AssertionError(f"no matching line within {timeout}s; got:\n{self.text}")
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
@@ -190,10 +206,11 @@ def test_kubectl_get_watch_shows_a_change(kube_api: KubeApi, imagejob_crd: dict[
     proc = subprocess.Popen(["kubectl", "get", "ij", name, "-w", "-o", "wide"], env=kube_api.env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        read_until(proc, lambda line: line.startswith(name), timeout=15)
+        reader = LineReader(proc)
+        reader.until(lambda line: line.startswith(name), timeout=15)
         kube_api.kubectl("patch", "ij", name, "--subresource=status", "--type=merge", "-p",
                          json.dumps({"status": dict(STATUS, phase="Succeeded")}))
-        read_until(proc, lambda line: line.startswith(name) and "Succeeded" in line, timeout=15)
+        reader.until(lambda line: line.startswith(name) and "Succeeded" in line, timeout=15)
     finally:
         stop(proc)
         kube_api.kubectl("delete", "ij", name, "--ignore-not-found", "--wait=false")
