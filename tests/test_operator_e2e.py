@@ -102,9 +102,12 @@ def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
     wide = cluster.kubectl("get", "ij", "-n", namespace, "-o", "wide").stdout
     assert "SEED" in wide and "URL" in wide and "PROMPT" in wide and str(status["seed"]) in wide
 
-    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
-    reasons = {e["reason"] for e in events if e["involvedObject"]["name"] == name}
-    assert {"Queued", "Succeeded"} <= reasons
+    def reasons() -> set[str]:
+        events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+        return {e["reason"] for e in events if e["involvedObject"]["name"] == name}
+
+    wait_until(lambda: {"Queued", "Running", "Uploading", "Succeeded"} <= reasons(), timeout=10,
+               what=f"events: {reasons()} {cluster.kubectl('get', 'events', '-A').stdout}")
     assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 1
 
 
@@ -127,8 +130,11 @@ def test_euler_a_fails_with_a_message_naming_the_allowed_samplers(
     status = wait_phase(cluster, namespace, "euler-a", {"Failed", "Succeeded"})["status"]
     assert status["phase"] == "Failed" and status["reason"] == "PreflightFailed"
     assert "euler_ancestral" in status["message"]
-    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
-    assert any(e["reason"] == "PreflightFailed" and e["type"] == "Warning" for e in events)
+    def warned() -> bool:
+        events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+        return any(e["reason"] == "PreflightFailed" and e["type"] == "Warning" for e in events)
+
+    wait_until(warned, timeout=10, what="a PreflightFailed warning event")
 
 
 @pytest.mark.parametrize("kill_when", ["before-submit", "running", "uploading"])
@@ -178,7 +184,7 @@ def test_deleting_a_running_job_cancels_it_in_comfyui(
     wait_until(gone, timeout=30, what="finalizer released")
     stats = comfyui_process.stats()
     assert uid in stats["interrupts"], stats
-    assert uid not in [p for p in stats.get("running", [])]
+    assert stats["running"] != uid
 
 
 def test_deadline_expiry_cancels_and_fails_with_deadline_exceeded(
@@ -228,8 +234,11 @@ def test_lost_prompt_is_submitted_again_once_with_the_reason_recorded(
     job = wait_phase(cluster, namespace, "lost", {"Succeeded", "Failed"}, timeout=90)
     assert job["status"]["phase"] == "Succeeded" and job["status"]["submissions"] == 2
     assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 2
-    events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
-    assert any("lost" in e.get("message", "").lower() for e in events)
+    def told() -> bool:
+        events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+        return any(e["reason"] == "PromptResubmitted" and "lost" in e.get("message", "") for e in events)
+
+    wait_until(told, timeout=10, what="a PromptResubmitted event")
 
 
 def test_finished_job_is_deleted_after_its_ttl(cluster: Any, operator: OperatorProcess, namespace: str) -> None:

@@ -74,7 +74,11 @@ class _Model(BaseModel):
 class DiscordNotify(_Model):
     """Where the bot posts a job's result when the job was not created from the chat."""
 
-    channel_id: Annotated[str, Field(pattern=DISCORD_ID_PATTERN, description="Discord channel id.")]
+    # max_length repeats what the pattern already implies: the CRD's CEL cost
+    # estimator (spec is compared with `self == oldSelf`) only reads maxLength.
+    channel_id: Annotated[
+        str, Field(pattern=DISCORD_ID_PATTERN, max_length=21, description="Discord channel id.")
+    ]
 
 
 class Notify(_Model):
@@ -94,6 +98,16 @@ class OutputSpec(_Model):
 class ImageJobSpec(_Model):
     """What to render. Immutable once the ImageJob exists."""
 
+    # CRD marker (read by crd.py, like a kubebuilder XValidation marker): the API
+    # server refuses spec changes, so a running job never renders something else.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "spec is immutable: create a new ImageJob instead"}
+            ]
+        }
+    )
+
     prompt: Annotated[
         str,
         Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What the picture shows."),
@@ -103,7 +117,11 @@ class ImageJobSpec(_Model):
     ] = ""
     workflow: Annotated[
         str,
-        Field(pattern=WORKFLOW_NAME_PATTERN, description="Workflow template name from workflows/."),
+        Field(
+            pattern=WORKFLOW_NAME_PATTERN,
+            max_length=63,
+            description="Workflow template name from workflows/.",
+        ),
     ] = "t2i_basic"
     model: Annotated[
         str | None,
@@ -119,10 +137,15 @@ class ImageJobSpec(_Model):
     cfg: Annotated[float, Field(ge=0, le=30, description="Classifier-free guidance scale.")] = 7.0
     sampler: Annotated[
         str,
-        Field(pattern=COMFY_NAME_PATTERN, description="ComfyUI sampler name, e.g. euler_ancestral."),
+        Field(
+            pattern=COMFY_NAME_PATTERN,
+            max_length=64,
+            description="ComfyUI sampler name, e.g. euler_ancestral.",
+        ),
     ] = "euler"
     scheduler: Annotated[
-        str, Field(pattern=COMFY_NAME_PATTERN, description="ComfyUI scheduler name, e.g. karras.")
+        str,
+        Field(pattern=COMFY_NAME_PATTERN, max_length=64, description="ComfyUI scheduler name, e.g. karras."),
     ] = "normal"
     seed: Annotated[
         int | None,
@@ -179,7 +202,8 @@ class Condition(_Model):
     status: Annotated[str, Field(pattern=r"^(True|False|Unknown)$")]
     reason: Annotated[str, Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)]
     message: Annotated[str, Field(max_length=32768)] = ""
-    last_transition_time: str
+    # format is a CRD-only marker (the server checks RFC 3339, as for metav1.Condition).
+    last_transition_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
     observed_generation: Annotated[int | None, Field(ge=0)] = None
 
 
@@ -193,14 +217,25 @@ class ImageJobStatus(_Model):
     backend: str | None = Field(default=None, description="ComfyUI backend that ran the job.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed actually used.")
     progress: Progress | None = None
+    progress_text: str | None = Field(
+        default=None, description="Steps done/total for `kubectl get`, e.g. 12/20 (mirrors progress)."
+    )
     queue_position: int | None = Field(default=None, ge=0, description="Prompts ahead in ComfyUI's queue.")
-    images: list[StoredImage] = Field(default_factory=list)
+    # At most batchSize (≤ 8) images; the bound also keeps the CRD's lists finite.
+    images: list[StoredImage] = Field(default_factory=list, max_length=8)
+    image_count: int = Field(
+        default=0, ge=0, le=8, description="len(images), for `kubectl get` (jsonPath cannot count)."
+    )
     url: str | None = Field(default=None, description="Presigned URL of the first image.")
     start_time: str | None = None
     completion_time: str | None = None
     submissions: int = Field(default=0, ge=0, description="How often the prompt was sent to ComfyUI.")
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    # CRD markers: conditions are a map keyed by type, so server-side apply merges them per type.
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:

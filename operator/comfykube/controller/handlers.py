@@ -39,7 +39,13 @@ async def job_daemon(
 ) -> None:
     """Run one ImageJob to completion, or until it is deleted or the operator exits."""
     ctx: OperatorContext = memo["ctx"]
-    await run_job(ctx, _plain(body), stopped.wait, logger)
+
+    def finishing_ok() -> bool:
+        # Only "the filter no longer matches" (we wrote a terminal phase ourselves).
+        reason = stopped.reason
+        return reason is not None and not (reason & ~kopf.DaemonStoppingReason.FILTERS_MISMATCH)
+
+    await run_job(ctx, _plain(body), stopped.wait, logger, finishing_ok=finishing_ok)
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL)

@@ -88,13 +88,15 @@ class StatusWriter:
         patch = dict(self._pending)
         self._pending.clear()
         patch.update(fields)
-        new_phase = Phase(patch.get("phase", self.phase))
-        if new_phase != self.phase or "conditions" not in self.status:
-            text = message if message is not None else patch.get("message", "")
+        old_phase = self.phase
+        new_phase = Phase(patch.get("phase", old_phase))
+        text = message if message is not None else patch.get("message", "")
+        if new_phase != old_phase or "conditions" not in self.status:
             patch["conditions"] = succeeded_condition(
                 new_phase, reason or new_phase.value, text or "", self.generation, self.status.get("conditions")
             )
         await self._write(patch)
+        await self._announce(old_phase, new_phase, text or "", reason=reason or None)
 
     async def on_event(self, event: PipelineEvent) -> None:
         """Pipeline reporter: transitions at once, progress at most once per interval."""
@@ -123,9 +125,7 @@ class StatusWriter:
             if event.phase == self.phase:
                 return
         if event.phase != self.phase:
-            old = self.phase
             await self.set(fields, reason=event.phase.value)
-            await self._announce(old, event.phase, event.message)
             return
         if fields.get("submissions") != self.status.get("submissions") and "submissions" in fields:
             await self.set(fields)  # a submission must be on record before anything else happens
