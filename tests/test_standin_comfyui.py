@@ -479,7 +479,7 @@ async def test_targeted_interrupt(comfyui: FakeComfyUI, client: httpx.AsyncClien
             pass
         resp = await client.post("/interrupt", json={"prompt_id": "not-running-id"})
         assert resp.status_code == 200 and resp.content == b""
-        assert comfyui.stats()["running"] == body["prompt_id"]
+        assert comfyui.stats()["running"] == [body["prompt_id"]]
         started = time.monotonic()
         await client.post("/interrupt", json={"prompt_id": body["prompt_id"]})
         frames = await ws.until_done(body["prompt_id"])

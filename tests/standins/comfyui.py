@@ -963,7 +963,8 @@ class FakeComfyUI:
             "rejected": self._rejected,
             "restarts": self._restarts,
             "queue_remaining": self._queue_remaining(),
-            "running": self._running.prompt_id if self._running else None,
+            # A list like ComfyUI's queue_running (empty when idle).
+            "running": [self._running.prompt_id] if self._running else [],
             "pending": [e[2].prompt_id for e in sorted(self._pending)],
             "sockets": sorted(self._sockets),
         }
