@@ -237,7 +237,7 @@ def test_operator_runs_in_the_release_namespace_by_default(chart: helm.Chart) ->
     assert env["MINIO_SECURE"]["value"] == "false"
     assert env["DEFAULT_TIMEOUT_SECONDS"]["value"] == "600"
     assert env["PRESIGN_EXPIRY_SECONDS"]["value"] == "3600"
-    assert env["MAX_INFLIGHT_PER_BACKEND"]["value"] == "1"
+    assert env["MAX_INFLIGHT_PER_BACKEND"]["value"] == "4"
     assert env["TMPDIR"]["value"] == "/tmp"
     assert "EXTRA_WORKFLOWS_DIR" not in env
     ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
