@@ -683,6 +683,45 @@ async def test_ws_reconnect_replaces_old_socket(comfyui: FakeComfyUI, client: ht
         await new.close()
 
 
+async def test_prompt_without_client_id_broadcasts_node_frames(comfyui: FakeComfyUI,
+                                                               client: httpx.AsyncClient) -> None:
+    # ComfyUI's send_sync(sid=None) goes to every socket; the add_message events
+    # (execution_start, _cached, _success) and executed are only sent when there is a client_id.
+    a = await WS.connect(comfyui.url, "a")
+    b = await WS.connect(comfyui.url, "b")
+    try:
+        body = await submit(client, single_graph(prefix="bc/x"))
+        await comfyui.wait_for_history(body["prompt_id"])
+        for ws in (a, b):
+            with pytest.raises(TimeoutError):
+                while True:
+                    await ws.next(within=0.2)
+            assert set(kinds(ws.frames)) == {"status", "progress_state", "executing"}
+            assert [f["data"]["node"] for f in ws.frames if f["type"] == "executing"] == ["1", "2"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_reconnect_mid_run_gets_current_node(comfyui: FakeComfyUI, client: httpx.AsyncClient) -> None:
+    comfyui.config.exec_seconds = 1.0
+    first = await WS.connect(comfyui.url, "mid")
+    try:
+        body = await submit(client, txt2img_graph(steps=5, prefix="mid/x"), client_id="mid")
+        while (await first.next())["type"] != "executing" or first.frames[-1]["data"]["node"] != "3":
+            pass
+        second = await WS.connect(comfyui.url, "mid")
+        try:
+            assert (await second.next())["type"] == "status"
+            assert await second.next() == {"type": "executing", "data": {"node": "3"}}
+            frames = await second.until_done(body["prompt_id"])
+            assert kinds(frames)[-2:] == ["status", "executing"]
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+
+
 async def test_ws_silent_and_drop(comfyui: FakeComfyUI, client: httpx.AsyncClient) -> None:
     comfyui.config.ws_mode = "silent"
     quiet = await WS.connect(comfyui.url, "quiet")
