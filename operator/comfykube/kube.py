@@ -41,7 +41,8 @@ class KubeApi:
         if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
             config.load_incluster_config(client_configuration=cfg)
         else:
-            await config.load_kube_config(client_configuration=cfg)
+            # Read KUBECONFIG now: kubernetes_asyncio's default is fixed when it is imported.
+            await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg)
         return cls(client.ApiClient(configuration=cfg))
 
     async def close(self) -> None:

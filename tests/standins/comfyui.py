@@ -1608,6 +1608,7 @@ class FakeComfyUI:
             )
         else:
             item.record["outcome"] = "success"
+            item.record["finished_at"] = time.time()  # for latency benchmarks
             await add_message("execution_success", {"prompt_id": pid}, False)
         self._write_history(item, outputs, meta, status_str, messages)
 

@@ -84,9 +84,10 @@ async def run_job(
     timeout = spec.timeout_seconds or ctx.settings.default_timeout_seconds
     deadline_at = (parse_time(start_time) or ctx.clock.now()) + timeout
     if not status.get("startTime"):
-        await writer.set({"phase": phase.value, "startTime": start_time, "message": "accepted"})
+        # Goes out with the first status write (one write less per job in a burst).
+        writer.stage({"startTime": start_time})
 
-    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, log))
+    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log))
     stop = asyncio.ensure_future(stopped())
     try:
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -111,6 +112,7 @@ async def _attempts(
     body: dict[str, Any],
     writer: StatusWriter,
     deadline_at: float,
+    start_time: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
     """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
@@ -118,7 +120,6 @@ async def _attempts(
     requester = (meta.get("labels") or {}).get(REQUESTER_LABEL, "")
     created = parse_time(meta.get("creationTimestamp")) or 0.0
     backoff = 1.0
-    start_time = writer.status.get("startTime")
     while True:
         status = writer.status
         resume = ResumeState(seed=status.get("seed"), submissions=int(status.get("submissions") or 0))
@@ -173,12 +174,12 @@ async def _one_attempt(
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
     pinned = writer.status.get("backend") if resume.submissions else None
-    if ctx.scheduler.position(key) is None and writer.phase == Phase.PENDING:
-        await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a ComfyUI slot"})
-
     def eligible(backend: str) -> bool:
         # A submitted prompt lives on one backend: attach there, not somewhere else.
         return pinned is None or backend == pinned or pinned not in ctx.scheduler.backends
+
+    if writer.phase == Phase.PENDING and not ctx.scheduler.has_room(eligible):
+        await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a free ComfyUI slot"})
 
     remaining = max(0.0, deadline_at - ctx.clock.now())
     try:

@@ -56,6 +56,15 @@ class Scheduler:
         else:
             self.unhealthy.add(backend)
 
+    def has_room(self, eligible: Callable[[str], bool] | None = None) -> bool:
+        """True when a new job would get a slot at once (nobody waiting, a backend under its cap)."""
+        if self.waiters:
+            return False
+        check = eligible or _any
+        return any(
+            b not in self.unhealthy and self.inflight.get(b, 0) < self.cap and check(b) for b in self.backends
+        )
+
     def position(self, key: str) -> int | None:
         """How many waiting jobs go before `key` (None when it is not waiting)."""
         order = self._order()

@@ -98,6 +98,10 @@ class StatusWriter:
         await self._write(patch)
         await self._announce(old_phase, new_phase, text or "", reason=reason or None)
 
+    def stage(self, fields: dict[str, Any]) -> None:
+        """Queue fields for the next write, without writing now."""
+        self._pending.update(fields)
+
     async def on_event(self, event: PipelineEvent) -> None:
         """Pipeline reporter: transitions at once, progress at most once per interval."""
         if event.phase == Phase.PENDING and self.phase != Phase.PENDING:
