@@ -1,0 +1,236 @@
+"""ImageJob events → Discord: progress edits, and each terminal result shown exactly once.
+
+`Deliverer.on_event` gets every ADDED/MODIFIED/DELETED of the namespace (from
+the catch-up list at start and from the watch). Jobs the bot is not
+responsible for (no job message, no `spec.notify.discord`) are ignored.
+
+- Unfinished jobs with a job message: the rendered state goes to the updater,
+  which throttles and coalesces (identical states are not re-sent).
+- Finished jobs whose delivery is not recorded: claim → show → record, as
+  described in `jobs.py`. The result edits the job message (the bot token
+  after 15 minutes or a restart), or is posted as a new message for jobs
+  created with kubectl (`spec.notify.discord.channelId`), or when the job
+  message was deleted.
+- A claim left by an earlier process is checked against Discord before
+  anything is posted: the job message (or a recent message in the notify
+  channel) whose embed footer is `ns/name · <Phase>` is the result that
+  process already posted. Kill-between-post-and-record therefore costs a
+  read, not a duplicate. The remaining window — Discord accepted the post but
+  it is not yet readable — is not one Discord has; the cost of being wrong the
+  other way (never posting) is worse, so we post when nothing is found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from comfykube.types import Phase
+from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, prepare_images
+from comfykube_bot.jobs import JobInfo
+from comfykube_bot.render import MessagePayload, final_marker, render_deleted, render_final, render_progress
+from comfykube_bot.updater import Outcome, Target
+
+if TYPE_CHECKING:
+    from comfykube_bot.main import ComfyBot
+
+log = logging.getLogger(__name__)
+
+#: How many recent channel messages to look through when checking an interrupted notify delivery.
+HISTORY_SCAN = 50
+
+
+class Deliverer:
+    """Turns job events into message edits and result posts."""
+
+    def __init__(self, bot: ComfyBot, holder: str) -> None:
+        self.bot = bot
+        self.holder = holder
+        self._inflight: set[str] = set()
+        self._cancelled_by_owner: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered: list[tuple[str, int | None]] = []  # (job key, message id): for tests
+
+    # ------------------------------------------------------------------ events
+
+    def target(self, job: JobInfo) -> Target | None:
+        """Where the job message is (None for jobs without one)."""
+        if job.message_id is None or job.channel_id is None:
+            return None
+        guild = job.labels.get("comfykube.dev/guild")
+        return Target(job.channel_id, job.message_id, int(guild) if guild and guild.isdigit() else None)
+
+    def mark_cancelled_by_owner(self, job: JobInfo) -> None:
+        """The owner cancelled: the DELETED event must not overwrite the "cancelled" text."""
+        self._cancelled_by_owner.add(job.key)
+
+    async def on_event(self, kind: str, job: JobInfo) -> None:
+        """Handle one event; never raises (one bad job must not stop the watch)."""
+        try:
+            await self._on_event(kind, job)
+        except Exception:
+            log.exception("[%s] handling %s failed", job.key, kind)
+
+    async def _on_event(self, kind: str, job: JobInfo) -> None:
+        self.bot.metrics.watch_restarts.labels(type=kind).inc()
+        if not job.wants_discord:
+            return
+        target = self.target(job)
+        if kind == "DELETED":
+            if target is not None and not job.terminal and job.key not in self._cancelled_by_owner:
+                self.bot.updater.update(target, render_deleted(job))
+            self._cancelled_by_owner.discard(job.key)
+            return
+        if job.terminal:
+            if job.delivery.state == "done" or job.key in self._inflight:
+                return
+            self._spawn(self.deliver(job))
+            return
+        if target is not None and not job.deleting:
+            self.bot.updater.update(target, render_progress(job))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Cancel deliveries in progress (their claims are recovered by the next start)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------------ delivery
+
+    async def deliver(self, job: JobInfo) -> None:
+        """Show a terminal job's result once (claim → show → record); see the module docstring."""
+        if job.key in self._inflight:
+            return
+        self._inflight.add(job.key)
+        try:
+            for _ in range(3):  # a conflicting write (the operator refreshing URLs) means: read again
+                if job.delivery.state == "done" or not job.terminal:
+                    return
+                delivery = job.delivery
+                if delivery.state == "claimed" and delivery.holder != self.holder:
+                    found = await self.find_posted(job, since=delivery.at)
+                    if found is not None:
+                        log.info("[%s] result was already posted (message %s); recording it", job.key, found)
+                        await self.bot.jobs.record_delivery(job, found)
+                        self.delivered.append((job.key, found))
+                        return
+                claimed = await self.bot.jobs.claim_delivery(job, self.holder)
+                if claimed is not None:
+                    await self._show(claimed)
+                    return
+                fresh = await self.bot.jobs.get(job.name, job.namespace)
+                if fresh is None:
+                    return
+                job = fresh
+        except (ApiException, OSError, TimeoutError) as exc:
+            log.warning("[%s] delivery interrupted (%s); it is retried on the next event or start", job.key, exc)
+        finally:
+            self._inflight.discard(job.key)
+
+    def upload_limit(self, job: JobInfo) -> int:
+        """The smaller of what the interaction allowed and what the guild allows."""
+        limits = [job.upload_limit] if job.upload_limit else []
+        guild_id = job.labels.get("comfykube.dev/guild")
+        if guild_id and guild_id.isdigit():
+            guild = self.bot.get_guild(int(guild_id))
+            if guild is not None:
+                limits.append(guild.filesize_limit)
+        return min(limits) if limits else DEFAULT_UPLOAD_LIMIT
+
+    async def final_payload(self, job: JobInfo, limit: int) -> MessagePayload:
+        """The result message (images fitted under `limit`), or the failure/cancel text."""
+        if job.phase is not Phase.SUCCEEDED:
+            return render_final(job)
+        prepared = await prepare_images(job, self.bot.image_source, limit)
+        return render_final(job, prepared.files, note=prepared.note)
+
+    async def _show(self, job: JobInfo) -> None:
+        limit = self.upload_limit(job)
+        payload = await self.final_payload(job, limit)
+        target = self.target(job)
+        message_id: int | None = None
+        outcome = Outcome.GONE
+        if target is not None:
+            outcome = await self.bot.updater.update(target, payload)
+            for _ in range(2):
+                if outcome is not Outcome.TOO_LARGE:
+                    break
+                # Discord's limit was lower than we knew (413): shrink the previews and edit again.
+                limit //= 2
+                log.info("[%s] result too large for the channel; retrying with a %d-byte limit", job.key, limit)
+                payload = await self.final_payload(job, limit)
+                outcome = await self.bot.updater.update(target, payload)
+            message_id = target.message_id if outcome is Outcome.SENT else None
+        if outcome is Outcome.GONE:
+            # No job message (kubectl job with notify), or it was deleted: post a new one.
+            channel_id = job.channel_id
+            if channel_id is not None:
+                guild = job.labels.get("comfykube.dev/guild")
+                outcome, message_id = await self.bot.updater.post(
+                    channel_id, payload, guild_id=int(guild) if guild and guild.isdigit() else None
+                )
+                if outcome is Outcome.TOO_LARGE:
+                    payload = await self.final_payload(job, limit // 2)
+                    outcome, message_id = await self.bot.updater.post(channel_id, payload)
+        if outcome in (Outcome.SENT, Outcome.GONE):
+            # GONE here means there is nowhere left to show it: record that too, or every start would retry.
+            await self.bot.jobs.record_delivery(job, message_id)
+            self.bot.metrics.deliveries.labels(phase=job.phase.value).inc()
+            self.delivered.append((job.key, message_id))
+            log.info("[%s] %s delivered (message %s)", job.key, job.phase.value, message_id)
+        else:
+            # The claim stays: the next start checks Discord and finishes the delivery.
+            log.warning("[%s] result could not be shown (%s); will retry on restart", job.key, outcome.value)
+
+    # ------------------------------------------------------------------ recovery
+
+    async def find_posted(self, job: JobInfo, since: float | None) -> int | None:
+        """The id of a message that already shows this job's result, if Discord has one."""
+        marker = final_marker(job)
+        target = self.target(job)
+        try:
+            if target is not None:
+                channel = self.bot.get_partial_messageable(target.channel_id)
+                try:
+                    message = await channel.fetch_message(target.message_id)
+                except discord.NotFound:
+                    message = None
+                if message is not None and _has_marker(message, marker):
+                    return message.id
+            channel_id = job.channel_id
+            if channel_id is None:
+                return None
+            after = None
+            if since is not None:
+                after = discord.Object(discord.utils.time_snowflake(_utc(since - 120)))
+            channel = self.bot.get_partial_messageable(channel_id)
+            async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=False):
+                if self.bot.user is not None and message.author.id == self.bot.user.id and _has_marker(message, marker):
+                    return message.id
+        except discord.HTTPException as exc:
+            log.info("[%s] could not check Discord for an earlier delivery: %s", job.key, exc)
+        return None
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(max(timestamp, 1_420_070_400), dt.UTC)
+
+
+def _has_marker(message: discord.Message, marker: str) -> bool:
+    return any((embed.footer.text or "") == marker for embed in message.embeds)
+
+
+__all__ = ["Deliverer"]

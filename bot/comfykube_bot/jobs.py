@@ -1,0 +1,296 @@
+"""ImageJobs as the bot sees them: create, list, delete, watch, and the delivery record.
+
+All state the bot needs lives in the ImageJob (labels say who and where,
+annotations say which message shows it and whether its result was delivered),
+so a restarted bot — or a second one — knows everything without a database.
+
+Delivery record (`comfykube.dev/discord-delivered`), written with merge patches:
+
+1. **claim** `claimed;holder=<process id>;at=<unix>`, sent with the object's
+   `metadata.resourceVersion`, so the API server refuses it (409) if anything
+   changed since we read the job — two deliveries cannot both claim;
+2. post or edit the result in Discord;
+3. **record** `message=<id>;at=<unix>` (or `gone;...` when there is nowhere to post).
+
+A claim by another process that never turned into a record means that process
+died between 1 and 3. The result may or may not be in Discord, so the next
+bot looks (`delivery.py`): the final message carries the job's key in its
+embed footer; found → record it; not found → claim again and post. That makes
+"kill between post and record" cost one Discord read, not a duplicate post.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from comfykube.kube import KubeApi
+from comfykube.types import Phase
+from comfykube_bot.specs import (
+    ANN_CHANNEL,
+    ANN_DELIVERED,
+    ANN_MESSAGE,
+    ANN_SPOILER,
+    ANN_UPLOAD_LIMIT,
+    LABEL_CHANNEL,
+    LABEL_MANAGED_BY,
+    LABEL_REQUESTER,
+    MANAGED_BY,
+)
+
+log = logging.getLogger(__name__)
+
+WAITING_PHASES = frozenset({Phase.PENDING, Phase.QUEUED})
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The parsed `discord-delivered` annotation."""
+
+    state: str  # "none", "claimed", "done"
+    holder: str | None = None
+    at: float | None = None
+    message_id: int | None = None
+
+    @classmethod
+    def parse(cls, value: str | None) -> Delivery:
+        """Parse the annotation value; anything unreadable counts as done (never post twice)."""
+        if not value:
+            return cls("none")
+        head, *rest = value.split(";")
+        fields = dict(part.split("=", 1) for part in rest if "=" in part)
+        at = float(fields["at"]) if fields.get("at", "").replace(".", "", 1).isdigit() else None
+        if head == "claimed":
+            return cls("claimed", holder=fields.get("holder"), at=at)
+        if head.startswith("message="):
+            return cls("done", at=at, message_id=_int(head.split("=", 1)[1]))
+        return cls("done", at=at)
+
+    @staticmethod
+    def claim_value(holder: str, now: float | None = None) -> str:
+        """The annotation value of a claim."""
+        return f"claimed;holder={holder};at={int(now if now is not None else time.time())}"
+
+    @staticmethod
+    def record_value(message_id: int | None, now: float | None = None) -> str:
+        """The annotation value of a finished delivery."""
+        head = f"message={message_id}" if message_id else "gone"
+        return f"{head};at={int(now if now is not None else time.time())}"
+
+
+@dataclass
+class JobInfo:
+    """A read-only view of one ImageJob object, with the bot's labels and annotations decoded."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str | None
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
+    created_at: dt.datetime | None = None
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> JobInfo:
+        """Decode an ImageJob dict as the API returns it."""
+        meta = obj.get("metadata") or {}
+        return cls(
+            namespace=str(meta.get("namespace") or ""),
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            resource_version=meta.get("resourceVersion"),
+            spec=dict(obj.get("spec") or {}),
+            status=dict(obj.get("status") or {}),
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            deleting=bool(meta.get("deletionTimestamp")),
+            created_at=_parse_time(meta.get("creationTimestamp")),
+        )
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`: the job's identity in custom ids, logs and embed footers."""
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def phase(self) -> Phase:
+        """The status phase (Pending when the operator has not written one yet)."""
+        try:
+            return Phase(self.status.get("phase") or Phase.PENDING.value)
+        except ValueError:
+            return Phase.PENDING
+
+    @property
+    def terminal(self) -> bool:
+        """Succeeded, Failed or Cancelled."""
+        return self.phase.terminal
+
+    @property
+    def active(self) -> bool:
+        """Counts against the user's limit: not finished and not being deleted."""
+        return not self.terminal and not self.deleting
+
+    @property
+    def waiting(self) -> bool:
+        """Counts against the queue cap: waiting for a ComfyUI slot."""
+        return self.phase in WAITING_PHASES and not self.deleting
+
+    @property
+    def requester(self) -> int | None:
+        """Discord user id of the person who asked (label)."""
+        return _int(self.labels.get(LABEL_REQUESTER))
+
+    @property
+    def created_by_bot(self) -> bool:
+        """True for jobs the bot created (they have a job message to edit)."""
+        return self.labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+
+    @property
+    def message_id(self) -> int | None:
+        """The job message the bot edits (annotation)."""
+        return _int(self.annotations.get(ANN_MESSAGE))
+
+    @property
+    def notify_channel(self) -> int | None:
+        """`spec.notify.discord.channelId` (jobs created outside the chat)."""
+        notify = (self.spec.get("notify") or {}).get("discord") or {}
+        return _int(notify.get("channelId"))
+
+    @property
+    def channel_id(self) -> int | None:
+        """Where the job's message lives or its result goes."""
+        return (
+            _int(self.annotations.get(ANN_CHANNEL)) or self.notify_channel or _int(self.labels.get(LABEL_CHANNEL))
+        )
+
+    @property
+    def upload_limit(self) -> int | None:
+        """The upload limit Discord gave the interaction that created the job."""
+        return _int(self.annotations.get(ANN_UPLOAD_LIMIT))
+
+    @property
+    def spoiler(self) -> bool:
+        """Attach images as spoilers."""
+        return self.annotations.get(ANN_SPOILER) == "true"
+
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery record."""
+        return Delivery.parse(self.annotations.get(ANN_DELIVERED))
+
+    @property
+    def wants_discord(self) -> bool:
+        """True when the bot is responsible for showing this job in Discord."""
+        return self.message_id is not None or self.notify_channel is not None or (
+            self.created_by_bot and self.channel_id is not None
+        )
+
+
+class JobStore:
+    """ImageJob calls in the bot's namespace, on top of `comfykube.kube.KubeApi` (async, non-blocking)."""
+
+    def __init__(self, kube: KubeApi, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    async def create(self, manifest: dict[str, Any]) -> JobInfo:
+        """Create the job; if it already exists (Discord delivered the interaction twice) return that one."""
+        try:
+            obj = await self.kube.create(self.namespace, manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = await self.kube.get(self.namespace, manifest["metadata"]["name"])
+            if existing is None:
+                raise
+            return JobInfo.from_obj(existing)
+        return JobInfo.from_obj(obj)
+
+    async def get(self, name: str, namespace: str | None = None) -> JobInfo | None:
+        """The job, or None when it does not exist."""
+        obj = await self.kube.get(namespace or self.namespace, name)
+        return JobInfo.from_obj(obj) if obj is not None else None
+
+    async def list(self, label_selector: str | None = None) -> list[JobInfo]:
+        """Jobs in the namespace, newest first."""
+        objs = await self.kube.list(self.namespace, label_selector=label_selector)
+        jobs = [JobInfo.from_obj(o) for o in objs]
+        epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+        jobs.sort(key=lambda j: (j.created_at or epoch, j.name), reverse=True)
+        return jobs
+
+    async def list_for_user(self, user_id: int) -> list[JobInfo]:
+        """The user's jobs, selected by the requester label (newest first)."""
+        return await self.list(f"{LABEL_REQUESTER}={user_id}")
+
+    async def delete(self, name: str, namespace: str | None = None) -> bool:
+        """Delete the job (the operator then cancels it in ComfyUI); False if it was gone."""
+        return await self.kube.delete(namespace or self.namespace, name)
+
+    async def claim_delivery(self, job: JobInfo, holder: str) -> JobInfo | None:
+        """Claim the right to post the result; None when someone changed the job first (409)."""
+        patch = {
+            "metadata": {
+                "resourceVersion": job.resource_version,
+                "annotations": {ANN_DELIVERED: Delivery.claim_value(holder)},
+            }
+        }
+        try:
+            obj = await self.kube.patch(job.namespace, job.name, patch)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return JobInfo.from_obj(obj)
+
+    async def record_delivery(self, job: JobInfo, message_id: int | None) -> None:
+        """Record where the result went (or that it could not go anywhere)."""
+        patch = {"metadata": {"annotations": {ANN_DELIVERED: Delivery.record_value(message_id)}}}
+        try:
+            await self.kube.patch(job.namespace, job.name, patch)
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing left to record on
+                raise
+
+    async def set_message(self, job: JobInfo, channel_id: int, message_id: int) -> None:
+        """Point the job at a (new) message, e.g. when the original one was deleted."""
+        patch = {"metadata": {"annotations": {ANN_CHANNEL: str(channel_id), ANN_MESSAGE: str(message_id)}}}
+        try:
+            await self.kube.patch(job.namespace, job.name, patch)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def watch(self) -> AsyncIterator[tuple[str, JobInfo]]:
+        """(event type, job) for every change in the namespace, forever (re-watches on its own)."""
+        async for kind, obj in self.kube.watch(self.namespace):
+            yield kind, JobInfo.from_obj(obj)
+
+
+__all__ = ["Delivery", "JobInfo", "JobStore"]
