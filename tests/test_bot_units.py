@@ -1,0 +1,347 @@
+"""Pure unit tests of the bot: inline flags, options → spec, policy, rendering, the edit throttle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+
+import pytest
+from PIL import Image
+
+from comfykube.types import Phase
+from comfykube_bot.flags import FlagError, parse_inline_flags
+from comfykube_bot.images import reencode_preview
+from comfykube_bot.jobs import Delivery, JobInfo
+from comfykube_bot.policy import Caller, Policy
+from comfykube_bot.render import (
+    custom_id,
+    final_marker,
+    parse_custom_id,
+    progress_bar,
+    render_final,
+    render_job_list,
+    render_progress,
+    render_queue,
+    status_line,
+)
+from comfykube_bot.settings import BotSettings
+from comfykube_bot.specs import (
+    ImagineOptions,
+    OptionError,
+    Origin,
+    build_manifest,
+    build_spec,
+    reroll_spec,
+    size_for_aspect,
+)
+from comfykube_bot.updater import Throttle
+
+GUILD, GENERAL, NSFW, ARTIST, MOD = 10**17 + 1, 10**17 + 2, 10**17 + 3, 10**17 + 4, 10**17 + 5
+
+
+def settings(**overrides: object) -> BotSettings:
+    return BotSettings(discord_token="t", **overrides)  # type: ignore[arg-type]
+
+
+def job(phase: str | None = None, name: str = "ij-1", **status: object) -> JobInfo:
+    st: dict[str, object] = dict(status)
+    if phase:
+        st["phase"] = phase
+    return JobInfo(
+        namespace="default", name=name, uid="u", resource_version="1",
+        spec={"prompt": "a red fox in snow", "width": 512, "height": 512, "steps": 20, "cfg": 7.0, "seed": 5},
+        status=st, labels={"comfykube.dev/requester": "42", "app.kubernetes.io/managed-by": "comfykube-bot"},
+        annotations={"comfykube.dev/discord-channel": "7", "comfykube.dev/discord-message": "8"},
+    )
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def test_inline_flags_become_options_and_leave_the_text() -> None:
+    parsed = parse_inline_flags("a cat on a roof --ar 16:9 --seed 42 --no text, watermark --steps 30 --cfg 6.5")
+    assert parsed.text == "a cat on a roof"
+    assert parsed.options == {"aspect": "16:9", "seed": 42, "negative": "text, watermark", "steps": 30, "cfg": 6.5}
+
+
+def test_prompt_without_flags_is_kept_byte_for_byte() -> None:
+    assert parse_inline_flags("  line one\nline  two ").text == "line one\nline  two"
+
+
+def test_phone_dashes_count_as_flags_and_repeated_no_joins() -> None:
+    parsed = parse_inline_flags("fox —ar 3:2 --no blur --no text")
+    assert parsed.options == {"aspect": "3:2", "negative": "blur, text"}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "flag", "needle"),
+    [
+        ("cat --sed 42", "sed", "unknown flag --sed"),
+        ("cat --seed", "seed", "needs a value"),
+        ("cat --seed forty", "seed", "whole number"),
+        ("cat --ar wide", "ar", "ratio"),
+        ("cat --cfg nan", "cfg", "finite"),
+        ("cat --no", "no", "needs"),
+    ],
+)
+def test_bad_flags_are_refused_naming_the_flag(prompt: str, flag: str, needle: str) -> None:
+    with pytest.raises(FlagError) as info:
+        parse_inline_flags(prompt)
+    assert info.value.flag == flag
+    assert needle in info.value.message
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+def test_typed_options_win_over_inline_flags_and_negative_is_joined() -> None:
+    parsed = parse_inline_flags("cat --steps 10 --no blur")
+    merged = ImagineOptions(prompt="x", steps=30, negative="text").merged_with_flags(parsed.options, parsed.text)
+    spec = build_spec(merged)
+    assert (spec.steps, spec.negative_prompt, spec.prompt) == (30, "text, blur", "cat")
+
+
+def test_aspect_keeps_the_area_in_multiples_of_64() -> None:
+    assert size_for_aspect("1:1", 512) == (512, 512)
+    assert size_for_aspect("16:9", 512) == (704, 384)
+    assert size_for_aspect("9:16", 1024) == (768, 1344)
+    spec = build_spec(ImagineOptions(prompt="x", aspect="2:1", width=1024))
+    assert (spec.width, spec.height) == (1024, 512)
+
+
+@pytest.mark.parametrize(
+    ("options", "option", "text"),
+    [
+        (ImagineOptions(prompt="x", steps=500), "steps", "between 1 and 150 (got 500)"),
+        (ImagineOptions(prompt="x", width=513, height=512), "width", "multiple of 8 from 64 to 2048"),
+        (ImagineOptions(prompt="x", cfg=31.0), "cfg", "between 0 and 30"),
+        (ImagineOptions(prompt="x", count=5), "count", "between 1 and 4"),
+        (ImagineOptions(prompt="x", aspect="10:1"), "aspect", "between 1:4 and 4:1"),
+        (ImagineOptions(prompt="   "), "prompt", "only white space"),
+    ],
+)
+def test_bad_options_name_the_option_and_the_allowed_range(options: ImagineOptions, option: str, text: str) -> None:
+    with pytest.raises(OptionError) as info:
+        build_spec(options)
+    assert info.value.option == option
+    assert f"`{option}`" in info.value.message and text in info.value.message
+
+
+def test_manifest_carries_labels_and_annotations_the_operator_and_bot_need() -> None:
+    spec = build_spec(ImagineOptions(prompt="cat", count=2))
+    body = build_manifest(spec, "ij-9", Origin(user_id=42, guild_id=GUILD, channel_id=GENERAL, message_id=77,
+                                               interaction_id=9, upload_limit=1000, spoiler=True))
+    assert body["metadata"]["labels"] == {
+        "comfykube.dev/requester": "42", "comfykube.dev/guild": str(GUILD), "comfykube.dev/channel": str(GENERAL),
+        "app.kubernetes.io/managed-by": "comfykube-bot",
+    }
+    ann = body["metadata"]["annotations"]
+    assert ann["comfykube.dev/discord-channel"] == str(GENERAL) and ann["comfykube.dev/discord-message"] == "77"
+    assert ann["comfykube.dev/discord-spoiler"] == "true"
+    assert body["spec"]["batchSize"] == 2
+
+
+def test_reroll_keeps_the_spec_with_a_new_seed_and_drops_notify() -> None:
+    spec = {"prompt": "cat", "seed": 5, "steps": 12, "notify": {"discord": {"channelId": str(GENERAL)}}}
+    seeds = {reroll_spec(spec).seed for _ in range(5)}
+    new = reroll_spec(spec)
+    assert new.steps == 12 and new.notify is None and 5 not in seeds and len(seeds) > 1
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_read_comma_lists_and_json_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "secret")
+    monkeypatch.setenv("BOT_ALLOWED_GUILDS", f"{GUILD}, {GUILD + 1}")
+    monkeypatch.setenv("BOT_ALLOWED_CHANNELS", "")
+    monkeypatch.setenv("BOT_DENY_PATTERNS", r'["gore", "bl(oo|ee)d{1,2}"]')
+    monkeypatch.setenv("BOT_NSFW_MODELS", "*nsfw*,pony*")
+    s = BotSettings()  # type: ignore[call-arg]
+    assert s.bot_allowed_guilds == [GUILD, GUILD + 1] and s.bot_allowed_channels == []
+    assert s.bot_deny_patterns == ["gore", "bl(oo|ee)d{1,2}"] and s.bot_nsfw_models == ["*nsfw*", "pony*"]
+    assert "secret" not in repr(s)
+
+
+def test_settings_refuse_a_bad_id_or_regex() -> None:
+    with pytest.raises(ValueError, match="not a Discord id"):
+        settings(bot_allowed_guilds="12ab")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        settings(bot_deny_patterns="(unclosed")
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def caller(**kw: object) -> Caller:
+    values: dict[str, object] = {"user_id": 42, "guild_id": GUILD, "channel_id": GENERAL}
+    values.update(kw)
+    return Caller(**values)  # type: ignore[arg-type]
+
+
+def test_allow_lists_refuse_other_guilds_channels_and_roles() -> None:
+    policy = Policy(settings(bot_allowed_guilds=str(GUILD), bot_allowed_channels=str(GENERAL),
+                             bot_allowed_roles=str(ARTIST), bot_moderator_roles=str(MOD)))
+    assert policy.check_access(caller(role_ids=frozenset({ARTIST}))) is None
+    assert policy.check_access(caller(guild_id=GUILD + 9, role_ids=frozenset({ARTIST}))).reason == "GuildNotAllowed"
+    assert policy.check_access(caller(channel_id=NSFW, role_ids=frozenset({ARTIST}))).reason == "ChannelNotAllowed"
+    assert policy.check_access(caller()).reason == "RoleNotAllowed"
+    assert policy.check_access(caller(role_ids=frozenset({MOD}))) is None  # moderators pass the role list
+
+
+def test_direct_messages_are_off_unless_enabled() -> None:
+    assert Policy(settings()).check_access(caller(guild_id=None)).reason == "DirectMessagesOff"
+    assert Policy(settings(bot_allow_dms=True)).check_access(caller(guild_id=None)) is None
+
+
+def test_deny_list_names_the_term_and_ignores_case() -> None:
+    policy = Policy(settings(bot_deny_patterns="gore,\\bbl(oo)d\\b"))
+    refusal = policy.check_prompt("A lot of BLOOD everywhere")
+    assert refusal is not None and refusal.reason == "PromptDenied" and "BLOOD" in refusal.message
+    assert policy.check_prompt("a bloody mary cocktail") is None
+
+
+def test_nsfw_models_only_in_nsfw_channels() -> None:
+    policy = Policy(settings(bot_nsfw_models="*nsfw*,pony*"))
+    assert policy.check_model("sdxl-NSFW-v2.safetensors", caller()).reason == "NsfwModel"
+    assert policy.check_model("sub/pony-xl.safetensors", caller()).reason == "NsfwModel"
+    assert policy.check_model("pony-xl.safetensors", caller(channel_nsfw=True)) is None
+    assert policy.check_model("sd15.safetensors", caller()) is None
+    assert policy.visible_models(["a.ckpt", "nsfw.ckpt"], caller()) == ["a.ckpt"]
+
+
+def test_limits_cooldown_active_jobs_and_queue_cap() -> None:
+    policy = Policy(settings(bot_max_active_jobs=2, bot_cooldown_seconds=30, bot_queue_cap=5))
+    assert policy.check_cooldown(None) is None and policy.check_cooldown(31) is None
+    refusal = policy.check_cooldown(10)
+    assert refusal is not None and refusal.reason == "Cooldown" and "20 s" in refusal.message
+    assert policy.check_quota(1, 4) is None
+    assert policy.check_quota(2, 0).reason == "TooManyActiveJobs"
+    assert policy.check_quota(0, 5).reason == "QueueFull"
+
+
+def test_cancel_is_for_the_owner_and_delete_also_for_moderators() -> None:
+    policy = Policy(settings(bot_moderator_roles=str(MOD)))
+    assert policy.may_cancel(caller(user_id=42), 42) is None
+    assert policy.may_cancel(caller(user_id=43, role_ids=frozenset({MOD})), 42).reason == "NotOwner"
+    assert policy.may_delete(caller(user_id=43, role_ids=frozenset({MOD})), 42) is None
+    assert policy.may_delete(caller(user_id=43, manage_messages=True), 42) is None
+    assert policy.may_delete(caller(user_id=43), 42).reason == "NotOwner"
+
+
+# ----------------------------------------------------------------------------- render
+
+
+def test_progress_bar_and_status_lines_for_each_phase() -> None:
+    assert progress_bar(5, 10, width=10) == "█████░░░░░"
+    assert progress_bar(50, 10, width=4) == "████" and progress_bar(1, 0, width=3) == "░░░"
+    assert "position 3 (2 ahead)" in status_line(job("Queued", queuePosition=2))
+    assert "step 12/20 · 60%" in status_line(job("Running", progress={"value": 12, "max": 20}))
+    assert "Uploading" in status_line(job("Uploading"))
+    done = job("Succeeded", startTime="2026-01-01T00:00:00Z", completionTime="2026-01-01T00:09:12Z")
+    assert status_line(done) == "✅ **Done** in 9 min 12 s"
+
+
+def test_failure_shows_reason_and_first_line_of_the_message_never_a_traceback() -> None:
+    failed = job("Failed", reason="PreflightFailed",
+                 message="checkpoint 'nope.safetensors' is not offered; available: a.safetensors\nTraceback (most")
+    text = status_line(failed)
+    assert "PreflightFailed: checkpoint 'nope.safetensors' is not offered; available: a.safetensors" in text
+    assert "Traceback" not in text
+
+
+def test_progress_message_has_cancel_and_final_message_has_result_buttons() -> None:
+    running = render_progress(job("Running"))
+    assert [b.custom_id for b in running.buttons] == ["ij:cancel:default/ij-1"]
+    expires = "2026-01-01T01:00:00Z"
+    done = job("Succeeded", images=[{"key": "k", "url": "https://s3/x?sig", "urlExpiresAt": expires}], seed=99)
+    final = render_final(done)
+    assert final.buttons[0].url == "https://s3/x?sig" and "01 Jan 01:00 UTC" in final.buttons[0].label
+    assert [b.custom_id for b in final.buttons[1:]] == [
+        "ij:link:default/ij-1", "ij:reroll:default/ij-1", "ij:delete:default/ij-1"]
+    embed = final.embeds[0]
+    assert embed["footer"]["text"] == final_marker(done) == "default/ij-1 · Succeeded"
+    assert {"name": "Seed", "value": "`99`", "inline": True} in embed["fields"]
+    assert final.content.startswith("<@42> ✅")
+
+
+def test_custom_ids_round_trip_and_never_exceed_100_characters() -> None:
+    assert parse_custom_id(custom_id("reroll", "default", "ij-1") or "") == ("reroll", "default", "ij-1")
+    assert custom_id("cancel", "n" * 40, "x" * 60) is None
+    assert parse_custom_id("other:thing") is None
+    long_job = job("Failed", name="x" * 90)
+    assert render_final(long_job).buttons == ()  # no button rather than an invalid one
+
+
+def test_lists_stay_within_discord_content_limit() -> None:
+    many = [job("Queued", name=f"ij-{i}", queuePosition=i) for i in range(200)]
+    assert len(render_queue(many, cap=20)) <= 2000 and "more" in render_queue(many, cap=20)
+    assert len(render_job_list(many, GUILD, title="t", empty="e")) <= 2000
+
+
+# ----------------------------------------------------------------------------- throttle (fake clock)
+
+
+def test_throttle_sends_first_state_at_once_then_at_most_one_per_interval() -> None:
+    throttle = Throttle(2.0)
+    assert throttle.offer("m", "s1", now=100.0) == 0.0
+    assert throttle.take("m", now=100.0) == "s1"
+    assert throttle.offer("m", "s2", now=100.5) == pytest.approx(1.5)
+    assert throttle.offer("m", "s3", now=101.0) is None  # coalesced into the scheduled send
+    assert throttle.offer("m", "s4", now=101.9) is None
+    assert throttle.take("m", now=102.0) == "s4"  # only the newest state goes out
+    assert throttle.coalesced == 2
+    assert throttle.offer("m", "s5", now=110.0) == 0.0  # quiet for long: no wait
+
+
+def test_throttle_simulated_job_sends_at_most_one_edit_per_interval() -> None:
+    throttle, now, sent, due = Throttle(2.0), 0.0, [], None
+    for step in range(200):  # a progress event every 50 ms for 10 s
+        now = step * 0.05
+        if due is not None and now >= due:
+            sent.append((now, throttle.take("m", now)))
+            due = None
+        delay = throttle.offer("m", f"step {step}", now)
+        if delay is not None:
+            due = now + delay
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
+    assert len(sent) <= 6 and all(g >= 2.0 - 1e-9 for g in gaps)
+
+
+def test_final_state_is_sticky() -> None:
+    throttle = Throttle(2.0)
+    throttle.offer("m", "progress", 0.0)
+    throttle.take("m", 0.0)
+    assert throttle.offer("m", "result", 0.5, final=True) == pytest.approx(1.5)
+    assert throttle.offer("m", "late progress", 0.6) is None
+    assert throttle.take("m", 2.0) == "result"
+
+
+# ----------------------------------------------------------------------------- delivery record, preview
+
+
+def test_delivery_annotation_round_trip() -> None:
+    assert Delivery.parse(None).state == "none"
+    claim = Delivery.parse(Delivery.claim_value("pod-a", now=1000))
+    assert (claim.state, claim.holder, claim.at) == ("claimed", "pod-a", 1000.0)
+    done = Delivery.parse(Delivery.record_value(555, now=1001))
+    assert (done.state, done.message_id) == ("done", 555)
+    assert Delivery.parse("something odd").state == "done"  # unreadable: never post twice
+
+
+def test_preview_reencode_fits_the_budget() -> None:
+    noisy = Image.effect_noise((1024, 1024), 90).convert("RGB")
+    buf = io.BytesIO()
+    noisy.save(buf, "PNG")
+    big = buf.getvalue()
+    preview = reencode_preview(big, 150_000)
+    assert preview is not None and len(preview) <= 150_000 < len(big)
+    assert Image.open(io.BytesIO(preview)).format == "JPEG"
+
+
+def test_job_info_reads_phase_and_delivery_defensively() -> None:
+    info = JobInfo.from_obj({"metadata": {"name": "a", "namespace": "n", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                             "status": {"phase": "Bogus"}})
+    assert info.phase is Phase.PENDING and info.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert not info.wants_discord
