@@ -236,7 +236,7 @@ def test_lost_prompt_is_submitted_again_once_with_the_reason_recorded(
     assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 2
     def told() -> bool:
         events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
-        return any(e["reason"] == "PromptResubmitted" and "lost" in e.get("message", "") for e in events)
+        return any(e["reason"] == "PromptResubmitted" and "not found on" in e.get("message", "") for e in events)
 
     wait_until(told, timeout=10, what="a PromptResubmitted event")
 

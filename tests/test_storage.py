@@ -16,6 +16,8 @@ from urllib.request import url2pathname
 
 import httpx
 import pytest
+from minio import Minio
+
 from comfykube.errors import JobError, StorageUnavailable, StorageVerificationFailed
 from comfykube.settings import Settings
 from comfykube.storage import (
@@ -29,8 +31,6 @@ from comfykube.storage import (
     object_key,
 )
 from comfykube.types import MAX_PRESIGN_SECONDS
-from minio import Minio
-
 from tests.standins.s3 import NanioServer, unique_bucket
 
 JOB_META = {"job-namespace": "default", "job-name": "cat", "job-uid": "1234"}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from comfykube.errors import InvalidSpec
-from comfykube.types import MAX_SEED, ImageJobSpec, ImageJobStatus, Phase, parse_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from comfykube.errors import InvalidSpec
+from comfykube.types import MAX_SEED, ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 BOUNDS = {
     "width": (64, 2048),

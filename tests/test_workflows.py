@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from comfykube.errors import InvalidSpec, WorkflowError
 from comfykube.settings import DEFAULT_WORKFLOWS_DIR
 from comfykube.types import MAX_PROMPT_LENGTH, ImageJobSpec
 from comfykube.workflows import WorkflowLibrary, load_workflow
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 SHIPPED = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR])
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from comfykube import metrics
 from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
@@ -206,8 +208,13 @@ class Pipeline:
     ) -> tuple[HistoryEntry, int]:
         """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss)."""
         pid = job.prompt_id
+        timing: dict[str, float] = {}
 
         async def on_progress(update: ProgressUpdate) -> None:
+            if update.running and "running" not in timing:
+                timing["running"] = time.monotonic()
+                if "submitted" in timing:
+                    metrics.QUEUE_WAIT.observe(timing["running"] - timing["submitted"])
             if not update.running:
                 await report(
                     replace(event, phase=Phase.QUEUED, submissions=submissions, queue_position=update.queue_position)
@@ -240,11 +247,16 @@ class Pipeline:
                                 event,
                                 phase=Phase.QUEUED,
                                 submissions=submissions,
-                                message="ComfyUI lost the prompt (restarted?); submitted again",
+                                message=(
+                                    f"prompt not found on {self.comfy.base_url} (ComfyUI restarted or the job "
+                                    "moved to another backend); submitted again"
+                                ),
                                 notice="PromptResubmitted",
                             )
                         )
                     await self.comfy.submit(rendered.graph, pid)
+                    timing["submitted"] = time.monotonic()
+                    metrics.SUBMISSIONS.labels(self.comfy.base_url).inc()
                     submissions += 1
                     await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="queued"))
                 try:
@@ -260,6 +272,8 @@ class Pipeline:
                     if submissions >= MAX_SUBMISSIONS:
                         raise
                     continue  # next round submits it again, once
+                if "running" in timing:
+                    metrics.EXECUTION.observe(time.monotonic() - timing["running"])
                 return entry, submissions
 
     async def _collect(self, entry: HistoryEntry, spec: ImageJobSpec, job: JobIdentity) -> list[StoredImage]:
@@ -274,10 +288,16 @@ class Pipeline:
         stored: list[StoredImage] = []
         with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
+                started = time.monotonic()
                 downloaded = await self.comfy.download(
                     output, Path(tmp), expected_size=(spec.width, spec.height)
                 )
+                metrics.DOWNLOAD.observe(time.monotonic() - started)
+                metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
+                started = time.monotonic()
                 stored.append(await self._store(downloaded, job, index))
+                metrics.UPLOAD.observe(time.monotonic() - started)
+                metrics.BYTES_UPLOADED.inc(downloaded.bytes)
                 downloaded.path.unlink(missing_ok=True)
         return stored
 

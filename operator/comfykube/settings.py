@@ -64,6 +64,13 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="How often finished jobs are checked for TTL and URL refresh."
     )
 
+    comfyui_discovery_service: str | None = Field(
+        default=None, description="Discover backends from this Service's EndpointSlices (replaces COMFYUI_URL)."
+    )
+    comfyui_discovery_namespace: str | None = Field(default=None, description="Namespace of that Service.")
+    comfyui_discovery_port: int = Field(default=8188, ge=1, le=65535, description="Port when slices name none.")
+    backend_check_interval: float = Field(default=5.0, gt=0, description="Seconds between backend health checks.")
+
     @field_validator("comfyui_url")
     @classmethod
     def _urls_are_absolute(cls, value: str) -> str:

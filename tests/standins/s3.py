@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
 from comfykube.settings import Settings
 
 DEFAULT_ACCESS_KEY = "comfykube-test"

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from comfykube.settings import Settings
 
+from comfykube.settings import Settings
 from tests.standins.s3 import NanioServer, unique_bucket
 
 

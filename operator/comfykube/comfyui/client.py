@@ -101,6 +101,7 @@ class ComfyClient:
         self._http: httpx.AsyncClient | None = None
         self._hub: EventHub | None = None
         self._object_info: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._checkpoints: tuple[float, list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"ComfyClient({self.base_url!r}, client_id={self.client_id!r})"
@@ -174,12 +175,21 @@ class ComfyClient:
             http=self.http,
         )
 
-    async def checkpoints(self) -> list[str]:
-        """Checkpoint file names this ComfyUI offers (`/models/checkpoints`)."""
+    async def checkpoints(self, *, fresh: bool = True) -> list[str]:
+        """Checkpoint file names this ComfyUI offers (`/models/checkpoints`).
+
+        With `fresh=False` a list younger than `object_info_ttl` is reused (a burst of
+        jobs asks once, not once per job).
+        """
+        now = self.clock.now()
+        if not fresh and self._checkpoints is not None and now - self._checkpoints[0] < self.object_info_ttl:
+            return list(self._checkpoints[1])
         body = await self._get_json("/models/checkpoints")
         if not isinstance(body, list):
             raise unavailable("GET", self.url("/models/checkpoints"), "answered something other than a list")
-        return [str(name) for name in body]
+        names = [str(name) for name in body]
+        self._checkpoints = (now, names)
+        return list(names)
 
     async def object_info(self, class_type: str) -> dict[str, Any]:
         """`/object_info/{class}` for one node class, cached for `object_info_ttl` clock seconds.
@@ -229,7 +239,10 @@ class ComfyClient:
             if scheduler is not None and scheduler not in schedulers:
                 problems.append(not_offered("scheduler", scheduler, schedulers))
         if checkpoint is not None:
-            installed = await self.checkpoints()
+            installed = await self.checkpoints(fresh=False)
+            if checkpoint not in installed:
+                # Maybe installed since the list was cached: ask again before refusing.
+                installed = await self.checkpoints()
             if checkpoint not in installed:
                 if installed:
                     problems.append(not_offered("checkpoint", checkpoint, installed))

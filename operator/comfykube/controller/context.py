@@ -8,6 +8,7 @@ from typing import Any
 
 from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.client import ComfyClient
+from comfykube.controller.backends import BackendPool
 from comfykube.controller.scheduler import Scheduler
 from comfykube.kube import KubeApi
 from comfykube.pipeline import Pipeline
@@ -33,20 +34,28 @@ class OperatorContext:
     #: Finished jobs by (namespace, name), for TTL deletes and URL refresh (see maintenance).
     finished: dict[tuple[str, str], Any] = field(default_factory=dict)
     ready: bool = False
+    pool: BackendPool | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:
         """Connect to the API server and build the shared parts from settings."""
         api = await KubeApi.connect()
         cap = settings.max_inflight_per_backend
-        return cls(
+        ctx = cls(
             settings=settings,
             api=api,
             store=make_store(settings),
             workflows=WorkflowLibrary.from_settings(settings),
-            scheduler=Scheduler(settings.comfyui_urls, cap),
+            scheduler=Scheduler([], cap),
             clock=clock,
         )
+        ctx.pool = BackendPool(ctx.scheduler, ctx.client, interval=settings.backend_check_interval, clock=clock)
+        ctx.scheduler.load = ctx.pool.load
+        return ctx
+
+    def default_backend(self) -> str:
+        """A backend for calls that are not tied to one (the first known)."""
+        return (self.scheduler.backends or self.settings.comfyui_urls)[0]
 
     def client(self, backend: str) -> ComfyClient:
         """The (lazily created) client of one backend."""
@@ -77,6 +86,8 @@ class OperatorContext:
 
     async def close(self) -> None:
         """Close every client and the API session."""
+        if self.pool is not None:
+            await self.pool.stop()
         for client in self.clients.values():
             await client.aclose()
         await self.api.close()

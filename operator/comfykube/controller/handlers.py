@@ -33,7 +33,7 @@ def unfinished(status: Any, **_: Any) -> bool:
     return _phase(status) not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=unfinished, cancellation_timeout=15.0)
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=unfinished, cancellation_backoff=5.0, cancellation_timeout=15.0)
 async def job_daemon(
     body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, memo: kopf.Memo, **_: Any
 ) -> None:

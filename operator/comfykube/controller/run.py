@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
+from comfykube.controller.discovery import follow_service
 from comfykube.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,22 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     memo["ctx"] = ctx
     _state["ctx"] = ctx
     _state["maintenance"] = asyncio.create_task(maintenance.run(ctx, ctx.settings.maintenance_interval_seconds))
+    assert ctx.pool is not None
+    service = ctx.settings.comfyui_discovery_service
+    if service:
+        namespace = ctx.settings.comfyui_discovery_namespace or "default"
+        _state["discovery"] = asyncio.create_task(
+            follow_service(
+                ctx.api.api_client, namespace, service, ctx.pool.set_backends,
+                default_port=ctx.settings.comfyui_discovery_port,
+            )
+        )
+    else:
+        ctx.pool.set_backends(ctx.settings.comfyui_urls)
     ctx.ready = True
     log.info(
         "comfykube operator ready: backends %s, store %s, workflows %s",
-        ", ".join(ctx.settings.comfyui_urls),
+        f"from Service {service}" if service else ", ".join(ctx.settings.comfyui_urls),
         ctx.store.describe(),
         ", ".join(ctx.workflows.names()),
     )
@@ -56,9 +69,10 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
 
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task = _state.pop("maintenance", None)
-    if task is not None:
-        task.cancel()
+    for key in ("maintenance", "discovery"):
+        task = _state.pop(key, None)
+        if task is not None:
+            task.cancel()
     ctx: OperatorContext | None = memo.get("ctx")
     if ctx is not None:
         ctx.ready = False

@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from comfykube import metrics
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusWriter
-from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError
+from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
 from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339
 from comfykube.types import ImageJobSpec, Phase, parse_spec
 
@@ -94,7 +95,7 @@ async def run_job(
     finally:
         stop.cancel()
         if not work.done() and stop.done() and not stop.cancelled() and finishing_ok():
-            await asyncio.wait({work}, timeout=30)
+            await asyncio.wait({work}, timeout=4)  # within kopf's cancellation_backoff
         if not work.done():
             # Operator exiting or object deleted: leave ComfyUI alone here. A new operator
             # re-attaches; a deletion is cancelled in ComfyUI by the delete handler.
@@ -134,6 +135,7 @@ async def _attempts(
             if exc.retryable and ctx.clock.now() < deadline_at:
                 delay = min(backoff, MAX_BACKOFF_SECONDS, max(0.0, deadline_at - ctx.clock.now()))
                 log.warning("%s; retrying in %.0f s", exc, delay)
+                metrics.RETRIES.labels(exc.reason).inc()
                 await writer.set({"message": f"{exc.message} (retrying in {delay:.0f} s)", "reason": exc.reason})
                 await ctx.clock.sleep(delay)
                 backoff *= 2
@@ -156,7 +158,7 @@ async def _attempts(
         result.start_time = start_time
         await writer.finish(result)
         log.info("succeeded: %s", result.url)
-        await ctx.pipeline(result.backend or ctx.settings.comfyui_urls[0]).release(job)
+        await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
 
 
@@ -174,9 +176,21 @@ async def _one_attempt(
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
     pinned = writer.status.get("backend") if resume.submissions else None
+    checkpoint = spec.model or ctx.workflows.get(spec.workflow).default("model")
+    pool = ctx.pool
+    if pool is not None:
+        installed = pool.nobody_has(checkpoint)
+        if installed is not None:
+            raise PreflightFailed(
+                f"no ComfyUI backend has checkpoint {checkpoint!r}; installed: {', '.join(installed) or 'none'}"
+            )
+
     def eligible(backend: str) -> bool:
-        # A submitted prompt lives on one backend: attach there, not somewhere else.
-        return pinned is None or backend == pinned or pinned not in ctx.scheduler.backends
+        # A submitted prompt lives on one backend: attach there while it is alive; when it is
+        # gone or drained, the job moves (the pipeline submits it there once more).
+        if pinned is not None and pinned in ctx.scheduler.backends and pinned not in ctx.scheduler.unhealthy:
+            return backend == pinned
+        return pool is None or pool.has_checkpoint(backend, checkpoint)
 
     if writer.phase == Phase.PENDING and not ctx.scheduler.has_room(eligible):
         await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a free ComfyUI slot"})
@@ -202,7 +216,7 @@ async def _cancel_quietly(
     """Cancel the prompt in ComfyUI if it was submitted; log, never raise."""
     if not writer.status.get("submissions"):
         return
-    backend = writer.status.get("backend") or ctx.settings.comfyui_urls[0]
+    backend = writer.status.get("backend") or ctx.default_backend()
     try:
         await ctx.client(backend).cancel(job.prompt_id)
     except Exception as exc:  # best effort: the deadline failure is what matters

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from comfykube import metrics
+
 
 @dataclass(order=True)
 class _Waiter:
@@ -40,6 +42,8 @@ class Scheduler:
         self.waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self.unhealthy: set[str] = set()
+        #: Work ahead on a backend that is not ours (its queue depth); set by the backend pool.
+        self.load: Callable[[str], float] = lambda _backend: 0.0
 
     def set_backends(self, backends: list[str]) -> None:
         """Replace the backend list (discovery); jobs in flight keep their slots."""
@@ -102,6 +106,7 @@ class Scheduler:
 
     def _release(self, backend: str, requester: str) -> None:
         self.inflight[backend] = max(0, self.inflight.get(backend, 0) - 1)
+        metrics.BACKEND_INFLIGHT.labels(backend).set(self.inflight[backend])
         count = self.by_requester.get(requester, 0) - 1
         if count > 0:
             self.by_requester[requester] = count
@@ -121,7 +126,8 @@ class Scheduler:
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda b: self.inflight.get(b, 0))
+        # Shortest expected wait: our jobs in flight there plus other people's queued prompts.
+        return min(candidates, key=lambda b: (self.inflight.get(b, 0) + self.load(b), self.backends.index(b)))
 
     def _dispatch(self) -> None:
         progressed = True
@@ -137,6 +143,7 @@ class Scheduler:
                     continue
                 self.waiters.remove(waiter)
                 self.inflight[backend] = self.inflight.get(backend, 0) + 1
+                metrics.BACKEND_INFLIGHT.labels(backend).set(self.inflight[backend])
                 self.by_requester[waiter.requester] = self.by_requester.get(waiter.requester, 0) + 1
                 waiter.future.set_result(backend)
                 progressed = True

@@ -16,6 +16,7 @@ from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from comfykube import metrics
 from comfykube.pipeline import PipelineEvent, now_rfc3339
 from comfykube.types import ImageJobStatus, Phase
 
@@ -201,6 +202,9 @@ class StatusWriter:
     async def _announce(self, old: Phase, new: Phase, message: str, reason: str | None = None) -> None:
         if old == new:
             return
+        metrics.JOB_TRANSITIONS.labels(new.value).inc()
+        if new.terminal:
+            metrics.JOBS_FINISHED.labels(new.value, reason or new.value).inc()
         warning = new in (Phase.FAILED,)
         text = message or new.value
         await self._emit("Warning" if warning else "Normal", reason or new.value, text)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfykube.controller.context import OperatorContext
+from comfykube.storage import job_prefix
 from comfykube.types import Phase
 
 ATTEMPTS = 3
@@ -48,7 +49,7 @@ async def on_job_deleted(
         phase = Phase.PENDING
     uid = meta.get("uid")
     if not phase.terminal and uid and (status.get("submissions") or status.get("promptId")):
-        backend = status.get("backend") or ctx.settings.comfyui_urls[0]
+        backend = status.get("backend") or ctx.default_backend()
         error = await bounded(lambda: ctx.client(backend).cancel(uid))
         if error is None:
             log.info("cancelled prompt %s on %s", uid, backend)
@@ -62,7 +63,7 @@ async def on_job_deleted(
                 message=f"could not cancel the prompt in ComfyUI at {backend} ({error}); released anyway",
             )
     if (spec.get("output") or {}).get("deleteWithJob"):
-        prefix = f"{meta.get('namespace')}/{meta.get('name')}/{uid}/"
+        prefix = job_prefix(meta.get("namespace", ""), meta.get("name", ""), uid or "")
         error = await bounded(lambda: ctx.store.delete_prefix(prefix))
         if error is not None:
             log.warning("could not delete images under %s: %s", prefix, error)
