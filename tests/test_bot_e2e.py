@@ -1,0 +1,137 @@
+"""End to end: fake Discord → `comfykube bot` process → ImageJob → `comfykube operator` process → ComfyUI
+stand-in → nanio → the result message, whose attachment has the sha256 of the stored object.
+
+Every piece is a real process or a real socket: the bot and the operator are started with the CLI and
+configured only through their environment, as the Helm chart does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.harness import REPO, OperatorProcess, free_port, kubectl_json, operator_env
+from tests.standins.discord import FakeDiscord
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def namespace(kube_api: Any) -> str:
+    name = f"bot-e2e-{uuid.uuid4().hex[:8]}"
+    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
+    return name
+
+
+@pytest.fixture
+def stack_env(kube_api: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str) -> dict[str, str]:
+    """Cluster, ComfyUI and S3 settings shared by the operator and the bot."""
+    comfyui_process.configure(exec_seconds=1.5)  # long enough for a progress edit to be seen
+    return operator_env(kube_api.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket)
+
+
+@pytest.fixture
+def operator(stack_env: dict[str, str], namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(stack_env, namespace, tmp_path / "operator.log").start()
+    yield proc
+    proc.stop()
+
+
+def start_bot(env: dict[str, str], health_port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """`comfykube bot` as the chart runs it (configuration from the environment only)."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "comfykube.cli", "bot", "--health-port", str(health_port), "--metrics-port", "0"],
+            env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def stop_bot(bot: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (what Kubernetes sends), SIGKILL if it does not exit."""
+    if bot.poll() is None:
+        os.killpg(bot.pid, signal.SIGTERM)
+        try:
+            bot.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(bot.pid, signal.SIGKILL)
+            bot.wait(timeout=5)
+
+
+async def wait_async(predicate: Any, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_imagine_end_to_end_through_the_operator(
+    stack_env: dict[str, str], operator: OperatorProcess, namespace: str, kube_api: Any, tmp_path: Path
+) -> None:
+    async with FakeDiscord() as fake:
+        health_port = free_port()
+        env = {
+            **stack_env,
+            **fake.env(),
+            "BOT_NAMESPACE": namespace,
+            "BOT_EDIT_INTERVAL_SECONDS": "0.3",
+            "BOT_COOLDOWN_SECONDS": "0",
+            "BOT_LISTEN_HOST": "127.0.0.1",
+            "LOG_LEVEL": "INFO",
+        }
+        log_path = tmp_path / "bot.log"
+        bot = start_bot(env, health_port, log_path)
+        try:
+            async with httpx.AsyncClient() as http:
+                async def ready() -> bool:
+                    if bot.poll() is not None:
+                        raise AssertionError(f"bot exited: {log_path.read_text()[-3000:]}")
+                    try:
+                        return (await http.get(f"http://127.0.0.1:{health_port}/readyz", timeout=1)).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                deadline = time.monotonic() + 60
+                while not await ready():
+                    assert time.monotonic() < deadline, f"bot never ready: {log_path.read_text()[-3000:]}"
+                    await asyncio.sleep(0.1)
+
+            handle = await fake.slash_command(
+                "imagine", {"prompt": "a red fox in the snow --steps 3", "width": 64, "height": 64}
+            )
+            await handle.wait_response()
+            await wait_async(lambda: len(handle.followups) == 1, 15, "the public job message")
+            msg = handle.followups[0]
+            await wait_async(lambda: msg.attachments, 90, f"the result message; bot log: {log_path}")
+
+            name = f"ij-{handle.id}"
+            job = kubectl_json(kube_api, "get", "imagejob", name, "-n", namespace)
+            image = job["status"]["images"][0]
+            attachment = msg.attachments[0]
+            assert hashlib.sha256(attachment.data).hexdigest() == image["sha256"]
+            async with httpx.AsyncClient() as http:
+                stored = (await http.get(job["status"]["url"], timeout=10)).content
+            assert hashlib.sha256(stored).hexdigest() == image["sha256"]
+            assert job["metadata"]["labels"]["comfykube.dev/requester"] == str(fake.user_ids["alice"])
+            assert len(msg.versions) >= 3, [v["content"] for v in msg.versions]  # waiting → progress → result
+            assert "✅ **Done**" in msg.content and msg.embeds[0]["footer"]["text"] == f"{namespace}/{name} · Succeeded"
+        finally:
+            await asyncio.to_thread(stop_bot, bot)
+        assert bot.returncode == 0, log_path.read_text()[-3000:]
