@@ -45,8 +45,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
 class OperatorProcess:
     """`comfykube operator -n NAMESPACE` in a subprocess."""
 
-    def __init__(self, env: Mapping[str, str], namespace: str, log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], namespace: str, log_path: Path, *, metrics: bool = False) -> None:
         self.env = dict(env)
+        self.metrics_port = free_port() if metrics else 0
         self.namespace = namespace
         self.log_path = log_path
         self.health_port = free_port()
@@ -58,7 +59,7 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "comfykube.cli", "operator", "-n", self.namespace,
-             "--health-port", str(self.health_port), "--metrics-port", "0"],
+             "--health-port", str(self.health_port), "--metrics-port", str(self.metrics_port)],
             env=self.env,
             cwd=REPO,
             stdout=log,
@@ -93,6 +94,10 @@ class OperatorProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def metrics(self) -> str:
+        """The /metrics page (Prometheus text format)."""
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def logs(self) -> str:
         """Everything the operator printed so far."""

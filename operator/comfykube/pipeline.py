@@ -115,6 +115,8 @@ class Pipeline:
     health_retries: int = 5
     poll_interval: float = 2.0
     lost_polls: int = 3
+    #: Give up following a prompt after ComfyUI has not answered for this long (retryable).
+    unreachable_grace: float | None = 60.0
     tmp_dir: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
@@ -267,6 +269,7 @@ class Pipeline:
                         deadline_at=deadline_at,
                         lost_polls=self.lost_polls,
                         poll_interval=self.poll_interval,
+                        unreachable_grace=self.unreachable_grace,
                     )
                 except PromptLost:
                     if submissions >= MAX_SUBMISSIONS:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Polls absent from /queue and /history before a prompt counts as lost."
     )
 
+    comfyui_unreachable_grace: float = Field(
+        default=60.0, gt=0, description="Seconds a followed backend may not answer before the job moves or retries."
+    )
+
     minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
     minio_access_key: str | None = None
     minio_secret_key: str | None = None

@@ -355,6 +355,7 @@ class ComfyClient:
         deadline_at: float | None = None,
         lost_polls: int = 3,
         poll_interval: float = 2.0,
+        unreachable_grace: float | None = None,
     ) -> HistoryEntry:
         """Wait for the prompt's end (WS + polling); see `follow.follow_prompt`."""
         return await follow_prompt(
@@ -366,6 +367,7 @@ class ComfyClient:
             deadline_at=deadline_at,
             lost_polls=lost_polls,
             poll_interval=poll_interval,
+            unreachable_grace=unreachable_grace,
         )
 
     # --------------------------------------------------------------- downloads

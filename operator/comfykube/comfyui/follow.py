@@ -82,18 +82,22 @@ async def follow_prompt(
     deadline_at: float | None = None,
     lost_polls: int = 3,
     poll_interval: float = 2.0,
+    unreachable_grace: float | None = None,
 ) -> HistoryEntry:
     """Wait for `prompt_id` to finish and return its successful history entry.
 
     Raises ExecutionFailed / Interrupted (from history), PromptLost (absent from
     `/queue` and `/history` for `lost_polls` consecutive polls), DeadlineExceeded
     (`clock.now() >= deadline_at`; the caller cancels the prompt). Times are
-    clock seconds; ComfyUI being unreachable during a poll is logged and retried.
+    clock seconds; ComfyUI being unreachable during a poll is logged and retried, and
+    after `unreachable_grace` seconds of nothing but failures ComfyUIUnavailable is
+    raised, so the caller can move the job to a backend that is alive.
     """
     reporter = _Reporter(on_progress)
     lost = 0
     fast_left = 0
     next_poll = clock.now()  # poll at once: an attached prompt may be finished already
+    unreachable_since: float | None = None
     while True:
         now = clock.now()
         if deadline_at is not None and now >= deadline_at:
@@ -104,6 +108,14 @@ async def follow_prompt(
             except ComfyUIUnavailable as exc:
                 log.warning("polling prompt %s: %s", prompt_id, exc.message)
                 entry, absent = None, False
+                unreachable_since = now if unreachable_since is None else unreachable_since
+                if unreachable_grace is not None and now - unreachable_since >= unreachable_grace:
+                    raise ComfyUIUnavailable(
+                        f"ComfyUI has not answered for {now - unreachable_since:.0f} s while following prompt "
+                        f"{prompt_id}: {exc.message}"
+                    ) from None
+            else:
+                unreachable_since = None
             if entry is not None:
                 await reporter.flush()
                 return outcome(entry)

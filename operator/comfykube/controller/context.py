@@ -81,6 +81,7 @@ class OperatorContext:
             health_retries=self.settings.comfyui_health_retries,
             poll_interval=self.settings.comfyui_poll_interval,
             lost_polls=self.settings.comfyui_lost_polls,
+            unreachable_grace=self.settings.comfyui_unreachable_grace,
         )
         return self.pipelines[backend]
 

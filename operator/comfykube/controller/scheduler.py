@@ -39,6 +39,9 @@ class Scheduler:
         self.backends: list[str] = list(backends)
         self.inflight: dict[str, int] = {backend: 0 for backend in backends}
         self.by_requester: dict[str, int] = {}
+        #: When each requester was last admitted (a counter): round-robin between requesters.
+        self.last_served: dict[str, int] = {}
+        self._admissions = itertools.count()
         self.waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self.unhealthy: set[str] = set()
@@ -115,8 +118,13 @@ class Scheduler:
         self._dispatch()
 
     def _order(self) -> list[_Waiter]:
-        # Fair share: fewest jobs in flight first, then oldest first (FIFO).
-        return sorted(self.waiters, key=lambda w: (self.by_requester.get(w.requester, 0), w.created, w.seq))
+        # Fair share: fewest jobs in flight first, then the requester served longest ago
+        # (round-robin), then oldest first (FIFO within one requester).
+        return sorted(
+            self.waiters,
+            key=lambda w: (self.by_requester.get(w.requester, 0), self.last_served.get(w.requester, -1), w.created,
+                           w.seq),
+        )
 
     def _free_backend(self, waiter: _Waiter) -> str | None:
         candidates = [
@@ -145,6 +153,7 @@ class Scheduler:
                 self.inflight[backend] = self.inflight.get(backend, 0) + 1
                 metrics.BACKEND_INFLIGHT.labels(backend).set(self.inflight[backend])
                 self.by_requester[waiter.requester] = self.by_requester.get(waiter.requester, 0) + 1
+                self.last_served[waiter.requester] = next(self._admissions)
                 waiter.future.set_result(backend)
                 progressed = True
                 break
