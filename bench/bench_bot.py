@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import statistics
 import tempfile
 import time
@@ -113,7 +114,7 @@ async def edits_under_load(world: Any, bot: ComfyBot, args: argparse.Namespace) 
             if mid.isdigit() and int(mid) in messages.values():
                 times[int(mid)].append(rec.at)
     per_job = [len(times[m]) for m in messages.values()]
-    gaps = [b - a for ts in times.values() for a, b in zip(ts, ts[1:], strict=False)]
+    gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(ts)]
     delivered = len(bot.deliverer.delivered)
     print(f"2. {args.jobs} jobs running at once for {args.seconds:.0f} s, {writes} status writes, "
           f"throttle {args.interval:g} s:")
