@@ -518,3 +518,55 @@ async def test_health_readiness_and_metrics(tmp_path: Path, core: Settings) -> N
             assert re.search(r'comfykube_bot_discord_429_total\{source="discord.py"\} [1-9]', text)
         finally:
             await health.stop()
+
+
+# ----------------------------------------------------------------------------- Discord's refusals
+
+
+async def test_guild_sync_default_intents_and_spoiler(tmp_path: Path, core: Settings) -> None:
+    import discord
+
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        async with world.running(discord_guild_sync=str(fake.guild_id)):
+            assert fake.command("imagine", fake.guild_id) is not None and fake.commands() == []
+            assert fake.sessions[-1].intents == discord.Intents.default().value
+            _, name = await imagine(world, {"prompt": "a surprise", "spoiler": True})
+            msg = message_of(world, name)
+            await world.succeed(name)
+            await wait_for(lambda: result_versions(msg), what="result")
+            assert msg.attachments[0].filename.startswith("SPOILER_")
+
+
+async def test_deleted_job_message_gets_the_result_as_a_new_message(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world, world.running() as bot:
+        fake = world.fake
+        _, name = await imagine(world, {"prompt": "a fox"})
+        msg = message_of(world, name)
+        fake.advance(16 * 60)  # bot-token path: a moderator removed the message by hand meanwhile
+        msg.deleted = True
+        _, sha = await world.succeed(name)
+        await wait_for(lambda: bot.deliverer.delivered, what="delivery")
+        [posted] = [m for m in fake.messages_in(fake.channel_id) if m.attachments]
+        assert posted.id != msg.id and hashlib.sha256(posted.attachments[0].data).hexdigest() == sha
+        assert bot.deliverer.delivered == [(f"default/{name}", posted.id)]
+
+
+async def test_upload_limit_lower_than_known_shrinks_after_413(tmp_path: Path, core: Settings) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    noisy = Image.effect_noise((600, 600), 80).convert("RGB")
+    buf = BytesIO()
+    noisy.save(buf, "PNG")
+    async with bot_world(tmp_path, core) as world, world.running():
+        fake = world.fake
+        _, name = await imagine(world, {"prompt": "noise"})  # the interaction said 10 MiB
+        msg = message_of(world, name)
+        fake.advance(16 * 60)
+        fake.upload_limit = 120_000  # ...but the channel takes less (the bot token's own limit)
+        await world.succeed(name, buf.getvalue())
+        await wait_for(lambda: result_versions(msg), within=15, what="shrunk result")
+        assert any(r.status == 413 for r in fake.requests_to("PATCH", rf"/channels/.*/messages/{msg.id}$"))
+        assert len(msg.attachments[0].data) <= 120_000 and msg.attachments[0].filename.endswith(".jpg")

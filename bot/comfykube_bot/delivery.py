@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: How many recent channel messages to look through when checking an interrupted notify delivery.
 HISTORY_SCAN = 50
+#: Results shown at the same time. A catch-up after a long outage may find hundreds: posting them
+#: all at once would only meet Discord's rate limits (and read every image into memory at once).
+MAX_PARALLEL_DELIVERIES = 4
 
 
 class Deliverer:
@@ -55,6 +58,7 @@ class Deliverer:
         self._inflight: set[str] = set()
         self._cancelled_by_owner: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
         self.delivered: list[tuple[str, int | None]] = []  # (job key, message id): for tests
 
     # ------------------------------------------------------------------ events
@@ -129,7 +133,8 @@ class Deliverer:
                         return
                 claimed = await self.bot.jobs.claim_delivery(job, self.holder)
                 if claimed is not None:
-                    await self._show(claimed)
+                    async with self._slots:
+                        await self._show(claimed)
                     return
                 fresh = await self.bot.jobs.get(job.name, job.namespace)
                 if fresh is None:
@@ -165,11 +170,11 @@ class Deliverer:
         outcome = Outcome.GONE
         if target is not None:
             outcome = await self.bot.updater.update(target, payload)
-            for _ in range(2):
-                if outcome is not Outcome.TOO_LARGE:
+            for _ in range(4):
+                if outcome is not Outcome.TOO_LARGE or not payload.files:
                     break
-                # Discord's limit was lower than we knew (413): shrink the previews and edit again.
-                limit //= 2
+                # Discord's limit is lower than we knew (413): shrink below the largest file we sent.
+                limit = min(limit, max(len(f.data) for f in payload.files)) // 2
                 log.info("[%s] result too large for the channel; retrying with a %d-byte limit", job.key, limit)
                 payload = await self.final_payload(job, limit)
                 outcome = await self.bot.updater.update(target, payload)
@@ -182,8 +187,11 @@ class Deliverer:
                 outcome, message_id = await self.bot.updater.post(
                     channel_id, payload, guild_id=int(guild) if guild and guild.isdigit() else None
                 )
-                if outcome is Outcome.TOO_LARGE:
-                    payload = await self.final_payload(job, limit // 2)
+                for _ in range(4):
+                    if outcome is not Outcome.TOO_LARGE or not payload.files:
+                        break
+                    limit = min(limit, max(len(f.data) for f in payload.files)) // 2
+                    payload = await self.final_payload(job, limit)
                     outcome, message_id = await self.bot.updater.post(channel_id, payload)
         if outcome in (Outcome.SENT, Outcome.GONE):
             # GONE here means there is nowhere left to show it: record that too, or every start would retry.

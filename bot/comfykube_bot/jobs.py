@@ -21,12 +21,13 @@ embed footer; found → record it; not found → claim again and post. That make
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -45,6 +46,8 @@ from comfykube_bot.specs import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WAITING_PHASES = frozenset({Phase.PENDING, Phase.QUEUED})
 
@@ -212,21 +215,33 @@ class JobInfo:
         )
 
 
-class JobStore:
-    """ImageJob calls in the bot's namespace, on top of `comfykube.kube.KubeApi` (async, non-blocking)."""
+#: Seconds for one Kubernetes call (the watch excepted): a hung API server must not leave a user
+#: looking at "thinking…" for the interaction's whole 15 minutes.
+CALL_TIMEOUT = 15.0
 
-    def __init__(self, kube: KubeApi, namespace: str) -> None:
+
+class JobStore:
+    """ImageJob calls in the bot's namespace, on top of `comfykube.kube.KubeApi` (async, non-blocking).
+
+    Every call but the watch is bounded by `CALL_TIMEOUT` (TimeoutError).
+    """
+
+    def __init__(self, kube: KubeApi, namespace: str, *, timeout: float = CALL_TIMEOUT) -> None:
         self.kube = kube
         self.namespace = namespace
+        self.timeout = timeout
+
+    async def _call(self, coro: Awaitable[T]) -> T:
+        return await asyncio.wait_for(coro, self.timeout)
 
     async def create(self, manifest: dict[str, Any]) -> JobInfo:
         """Create the job; if it already exists (Discord delivered the interaction twice) return that one."""
         try:
-            obj = await self.kube.create(self.namespace, manifest)
+            obj = await self._call(self.kube.create(self.namespace, manifest))
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            existing = await self.kube.get(self.namespace, manifest["metadata"]["name"])
+            existing = await self._call(self.kube.get(self.namespace, manifest["metadata"]["name"]))
             if existing is None:
                 raise
             return JobInfo.from_obj(existing)
@@ -234,12 +249,12 @@ class JobStore:
 
     async def get(self, name: str, namespace: str | None = None) -> JobInfo | None:
         """The job, or None when it does not exist."""
-        obj = await self.kube.get(namespace or self.namespace, name)
+        obj = await self._call(self.kube.get(namespace or self.namespace, name))
         return JobInfo.from_obj(obj) if obj is not None else None
 
     async def list(self, label_selector: str | None = None) -> list[JobInfo]:
         """Jobs in the namespace, newest first."""
-        objs = await self.kube.list(self.namespace, label_selector=label_selector)
+        objs = await self._call(self.kube.list(self.namespace, label_selector=label_selector))
         jobs = [JobInfo.from_obj(o) for o in objs]
         epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
         jobs.sort(key=lambda j: (j.created_at or epoch, j.name), reverse=True)
@@ -251,7 +266,7 @@ class JobStore:
 
     async def delete(self, name: str, namespace: str | None = None) -> bool:
         """Delete the job (the operator then cancels it in ComfyUI); False if it was gone."""
-        return await self.kube.delete(namespace or self.namespace, name)
+        return await self._call(self.kube.delete(namespace or self.namespace, name))
 
     async def claim_delivery(self, job: JobInfo, holder: str) -> JobInfo | None:
         """Claim the right to post the result; None when someone changed the job first (409)."""
@@ -262,7 +277,7 @@ class JobStore:
             }
         }
         try:
-            obj = await self.kube.patch(job.namespace, job.name, patch)
+            obj = await self._call(self.kube.patch(job.namespace, job.name, patch))
         except ApiException as exc:
             if exc.status in (404, 409):
                 return None
@@ -273,7 +288,7 @@ class JobStore:
         """Record where the result went (or that it could not go anywhere)."""
         patch = {"metadata": {"annotations": {ANN_DELIVERED: Delivery.record_value(message_id)}}}
         try:
-            await self.kube.patch(job.namespace, job.name, patch)
+            await self._call(self.kube.patch(job.namespace, job.name, patch))
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing left to record on
                 raise
@@ -282,7 +297,7 @@ class JobStore:
         """Point the job at a (new) message, e.g. when the original one was deleted."""
         patch = {"metadata": {"annotations": {ANN_CHANNEL: str(channel_id), ANN_MESSAGE: str(message_id)}}}
         try:
-            await self.kube.patch(job.namespace, job.name, patch)
+            await self._call(self.kube.patch(job.namespace, job.name, patch))
         except ApiException as exc:
             if exc.status != 404:
                 raise

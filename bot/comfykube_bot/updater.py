@@ -24,6 +24,7 @@ the message is gone (the caller decides whether to post a new one); 413/40005
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import enum
@@ -211,6 +212,9 @@ class MessageUpdater:
         self._locks: dict[int, asyncio.Lock] = {}
         self._last_fingerprint: dict[int, tuple[Any, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Messages that already show their final state: later progress for them is dropped. Bounded,
+        # because every other per-message structure is freed once the final state is out.
+        self._finalized: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.edit_log: list[tuple[float, int, str]] = []  # (time, message id, route): for tests and the bench
 
     # ------------------------------------------------------------------ tokens
@@ -240,7 +244,7 @@ class MessageUpdater:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         key = target.message_id
-        if not payload.final and self.throttle.is_final(key):
+        if not payload.final and (self.throttle.is_final(key) or key in self._finalized):
             future.set_result(Outcome.SUPERSEDED)
             return future
         queued = self._queued.get(key)
@@ -286,8 +290,14 @@ class MessageUpdater:
             for waiter in queued.waiters:
                 if not waiter.done():
                     waiter.set_result(outcome)
-            if outcome is Outcome.GONE:
-                self.forget(key)
+            if outcome is Outcome.GONE or (queued.payload.final and outcome is Outcome.SENT):
+                if outcome is Outcome.SENT:
+                    self._finalized[key] = None
+                    while len(self._finalized) > 10000:
+                        self._finalized.popitem(last=False)
+                if key not in self._queued:  # nothing newer is waiting: free everything about it
+                    self.forget(key)
+                    self._locks.pop(key, None)
 
     def forget(self, message_id: int) -> None:
         """Drop all state about a message (deleted, or its job is gone)."""
