@@ -235,6 +235,7 @@ class Pipeline:
         while True:
             async with self.comfy.watch(pid) as watch:
                 state = await self.comfy.lookup(pid)
+                attached = state.phase is not PromptPhase.UNKNOWN
                 if state.phase is PromptPhase.DONE and state.entry is not None:
                     return state.entry, max(submissions, 1)
                 if state.phase is PromptPhase.UNKNOWN:
@@ -270,6 +271,7 @@ class Pipeline:
                         lost_polls=self.lost_polls,
                         poll_interval=self.poll_interval,
                         unreachable_grace=self.unreachable_grace,
+                        poll_first=attached or not self.comfy.ws_connected,
                     )
                 except PromptLost:
                     if submissions >= MAX_SUBMISSIONS:

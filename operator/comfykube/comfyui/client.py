@@ -133,6 +133,11 @@ class ComfyClient:
         return self._http
 
     @property
+    def ws_connected(self) -> bool:
+        """True while this client's WebSocket is open (it then reports a prompt's end first)."""
+        return self._hub is not None and self._hub.connected
+
+    @property
     def hub(self) -> EventHub:
         """The WebSocket hub for this client id (created on first use)."""
         if self._hub is None:
@@ -334,17 +339,14 @@ class ComfyClient:
 
     async def lookup(self, prompt_id: str) -> PromptState:
         """Where `prompt_id` is: UNKNOWN, PENDING(position), RUNNING or DONE(entry). For attach/resume."""
-        entry = await self.history(prompt_id)
-        if entry is not None:
-            return prompt_state(entry, QueueSnapshot(), prompt_id)
+        # Queue first, then history: ComfyUI moves a prompt from the running list into the
+        # history in one step (PromptQueue.task_done), so a prompt absent from the queue is
+        # either in the history already or unknown. Two requests, no race.
         queue = await self.queue()
         state = prompt_state(None, queue, prompt_id)
-        if state.phase is PromptPhase.UNKNOWN:
-            # It may have finished between the two calls.
-            entry = await self.history(prompt_id)
-            if entry is not None:
-                return prompt_state(entry, queue, prompt_id)
-        return state
+        if state.phase is not PromptPhase.UNKNOWN:
+            return state
+        return prompt_state(await self.history(prompt_id), queue, prompt_id)
 
     async def follow(
         self,
@@ -356,6 +358,7 @@ class ComfyClient:
         lost_polls: int = 3,
         poll_interval: float = 2.0,
         unreachable_grace: float | None = None,
+        poll_first: bool = True,
     ) -> HistoryEntry:
         """Wait for the prompt's end (WS + polling); see `follow.follow_prompt`."""
         return await follow_prompt(
@@ -368,6 +371,7 @@ class ComfyClient:
             lost_polls=lost_polls,
             poll_interval=poll_interval,
             unreachable_grace=unreachable_grace,
+            poll_first=poll_first,
         )
 
     # --------------------------------------------------------------- downloads

@@ -83,6 +83,7 @@ async def follow_prompt(
     lost_polls: int = 3,
     poll_interval: float = 2.0,
     unreachable_grace: float | None = None,
+    poll_first: bool = True,
 ) -> HistoryEntry:
     """Wait for `prompt_id` to finish and return its successful history entry.
 
@@ -96,7 +97,9 @@ async def follow_prompt(
     reporter = _Reporter(on_progress)
     lost = 0
     fast_left = 0
-    next_poll = clock.now()  # poll at once: an attached prompt may be finished already
+    # Poll at once when attaching (the prompt may be finished already); right after our own
+    # submission the WebSocket tells first, and the poll is only the safety net.
+    next_poll = clock.now() if poll_first else clock.now() + poll_interval
     unreachable_since: float | None = None
     while True:
         now = clock.now()
