@@ -11,13 +11,13 @@ responsible for (no job message, no `spec.notify.discord`) are ignored.
   after 15 minutes or a restart), or is posted as a new message for jobs
   created with kubectl (`spec.notify.discord.channelId`), or when the job
   message was deleted.
-- A claim left by an earlier process is checked against Discord before
-  anything is posted: the job message (or a recent message in the notify
-  channel) whose embed footer is `ns/name · <Phase>` is the result that
-  process already posted. Kill-between-post-and-record therefore costs a
-  read, not a duplicate. The remaining window — Discord accepted the post but
-  it is not yet readable — is not one Discord has; the cost of being wrong the
-  other way (never posting) is worse, so we post when nothing is found.
+- A claim that never became a record (left by a process that died, or by an
+  API error in this one) is checked against Discord before anything is
+  posted: a job message (or a recent message in the channel) whose embed
+  footer is `ns/name · <Phase>` is a result that was already posted.
+  Kill-between-post-and-record therefore costs a read, not a duplicate.
+  Being wrong the other way (never posting) would be worse than a rare
+  duplicate, so when nothing is found the result is posted.
 """
 
 from __future__ import annotations
@@ -124,12 +124,14 @@ class Deliverer:
                 if job.delivery.state == "done" or not job.terminal:
                     return
                 delivery = job.delivery
-                if delivery.state == "claimed" and delivery.holder != self.holder:
+                if delivery.state == "claimed":
+                    # A claim without a record: its delivery died (another process, or an API error in
+                    # this one). The result may be in Discord already; look before posting again.
                     found = await self.find_posted(job, since=delivery.at)
                     if found is not None:
                         log.info("[%s] result was already posted (message %s); recording it", job.key, found)
                         await self.bot.jobs.record_delivery(job, found)
-                        self.delivered.append((job.key, found))
+                        self._delivered(job.key, found)
                         return
                 claimed = await self.bot.jobs.claim_delivery(job, self.holder)
                 if claimed is not None:
@@ -144,6 +146,11 @@ class Deliverer:
             log.warning("[%s] delivery interrupted (%s); it is retried on the next event or start", job.key, exc)
         finally:
             self._inflight.discard(job.key)
+
+    def _delivered(self, key: str, message_id: int | None) -> None:
+        self.delivered.append((key, message_id))
+        if len(self.delivered) > 1000:
+            del self.delivered[:500]
 
     def upload_limit(self, job: JobInfo) -> int:
         """The smaller of what the interaction allowed and what the guild allows."""
@@ -197,7 +204,7 @@ class Deliverer:
             # GONE here means there is nowhere left to show it: record that too, or every start would retry.
             await self.bot.jobs.record_delivery(job, message_id)
             self.bot.metrics.deliveries.labels(phase=job.phase.value).inc()
-            self.delivered.append((job.key, message_id))
+            self._delivered(job.key, message_id)
             log.info("[%s] %s delivered (message %s)", job.key, job.phase.value, message_id)
         else:
             # The claim stays: the next start checks Discord and finishes the delivery.

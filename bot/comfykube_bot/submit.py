@@ -261,6 +261,8 @@ class Submitter:
             first = render_progress(provisional)
             message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
             self.bot.updater.remember(message.id, first)
+            # Before the job exists: its first status change may arrive right after the create.
+            self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
         except discord.HTTPException as exc:
             log.error("could not post the job message for %s: %s", name, exc)
             self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
@@ -291,7 +293,6 @@ class Submitter:
             except discord.HTTPException:
                 pass
             return
-        self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
         self.bot.metrics.jobs_created.inc()
         self.bot.metrics.interactions.labels(kind="command", name=command, outcome="created").inc()
         log.info("[%s] created for user %s in channel %s (message %s)", job.key, caller.user_id, caller.channel_id,
