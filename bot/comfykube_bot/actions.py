@@ -183,7 +183,7 @@ class Actions:
             await self.bot.submitter.refuse(interaction, refusal, "queue")
             return
         try:
-            jobs = [j for j in await self.bot.jobs.list() if j.active]
+            jobs = [j for j in await self.bot.jobs.list_jobs() if j.active]
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("listing jobs failed: %s", exc)
             await reply(interaction, "⚠️ I can't reach the render queue right now.")

@@ -252,7 +252,7 @@ class JobStore:
         obj = await self._call(self.kube.get(namespace or self.namespace, name))
         return JobInfo.from_obj(obj) if obj is not None else None
 
-    async def list(self, label_selector: str | None = None) -> list[JobInfo]:
+    async def list_jobs(self, label_selector: str | None = None) -> list[JobInfo]:
         """Jobs in the namespace, newest first."""
         objs = await self._call(self.kube.list(self.namespace, label_selector=label_selector))
         jobs = [JobInfo.from_obj(o) for o in objs]
@@ -262,7 +262,7 @@ class JobStore:
 
     async def list_for_user(self, user_id: int) -> list[JobInfo]:
         """The user's jobs, selected by the requester label (newest first)."""
-        return await self.list(f"{LABEL_REQUESTER}={user_id}")
+        return await self.list_jobs(f"{LABEL_REQUESTER}={user_id}")
 
     async def delete(self, name: str, namespace: str | None = None) -> bool:
         """Delete the job (the operator then cancels it in ComfyUI); False if it was gone."""

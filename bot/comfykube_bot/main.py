@@ -76,7 +76,8 @@ class ComfyBot(discord.Client):
         self.image_source: ImageSource = image_source or StoreReader(self.core)
         self._kube = kube
         self._owns_kube = kube is None
-        self.jobs: JobStore = JobStore(kube, settings.bot_namespace) if kube is not None else None  # type: ignore[arg-type]
+        # Without an injected client, setup_hook connects (that needs the running event loop).
+        self._jobs: JobStore | None = JobStore(kube, settings.bot_namespace) if kube is not None else None
         # Identifies this process in delivery claims: a claim with another holder is a leftover.
         self.holder = holder or f"{os.uname().nodename[:40]}-{uuid.uuid4().hex[:8]}"
         self.tree = ComfyTree(self)
@@ -88,13 +89,20 @@ class ComfyBot(discord.Client):
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_log = RateLimitLogCounter(self.metrics)
 
+    @property
+    def jobs(self) -> JobStore:
+        """ImageJobs in the bot's namespace (available from `setup_hook` on)."""
+        if self._jobs is None:
+            raise RuntimeError("not connected to the Kubernetes API yet (setup_hook has not run)")
+        return self._jobs
+
     # ------------------------------------------------------------------ lifecycle
 
     async def setup_hook(self) -> None:
         """Buttons, commands, sync, background tasks (runs once, before the gateway connects)."""
         if self._kube is None:
             self._kube = await KubeApi.connect()
-            self.jobs = JobStore(self._kube, self.settings.bot_namespace)
+            self._jobs = JobStore(self._kube, self.settings.bot_namespace)
         self.submitter = Submitter(self)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
@@ -137,7 +145,7 @@ class ComfyBot(discord.Client):
 
     async def catch_up(self) -> int:
         """Handle every existing job once (results that finished while the bot was down); returns how many."""
-        jobs = await self.jobs.list()
+        jobs = await self.jobs.list_jobs()
         for job in reversed(jobs):  # oldest first: earlier results are posted first
             await self.deliverer.on_event("ADDED", job)
         return len(jobs)

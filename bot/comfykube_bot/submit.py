@@ -210,7 +210,9 @@ class Submitter:
         lock = self._user_locks.setdefault(caller.user_id, asyncio.Lock())
         async with lock:
             try:
-                user_jobs, all_jobs = await asyncio.gather(self.jobs.list_for_user(caller.user_id), self.jobs.list())
+                user_jobs, all_jobs = await asyncio.gather(
+                    self.jobs.list_for_user(caller.user_id), self.jobs.list_jobs()
+                )
             except (ApiException, OSError, TimeoutError) as exc:
                 log.error("listing ImageJobs failed: %s", exc)
                 await reply(interaction, "⚠️ I can't reach the render queue right now. Please try again in a minute.")
