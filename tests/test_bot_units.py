@@ -345,3 +345,15 @@ def test_job_info_reads_phase_and_delivery_defensively() -> None:
                              "status": {"phase": "Bogus"}})
     assert info.phase is Phase.PENDING and info.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert not info.wants_discord
+
+
+def test_run_bot_exits_2_with_a_readable_message_on_bad_configuration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from comfykube_bot.main import run_bot
+
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setenv("BOT_MAX_ACTIVE_JOBS", "0")
+    assert run_bot(health_port=0, metrics_port=0) == 2
+    err = capsys.readouterr().err
+    assert "DISCORD_TOKEN" in err and "BOT_MAX_ACTIVE_JOBS" in err
