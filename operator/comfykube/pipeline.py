@@ -348,6 +348,13 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 → epoch seconds (None stays None)."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def now_rfc3339(clock: Clock = REAL_CLOCK) -> str:
     """The clock's now, as RFC 3339."""
     return rfc3339(datetime.fromtimestamp(clock.now(), UTC))

@@ -35,6 +35,8 @@ class OperatorContext:
     finished: dict[tuple[str, str], Any] = field(default_factory=dict)
     ready: bool = False
     pool: BackendPool | None = None
+    #: Namespaces watched (None: all), for the maintenance loop's own listing.
+    namespaces: list[str] | None = None
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:

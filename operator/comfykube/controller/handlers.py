@@ -4,8 +4,8 @@
   daemons for existing objects when the operator restarts, which is how jobs
   resume;
 - the delete handler cancels a running prompt and, if asked, deletes images;
-- an event handler keeps the index of finished jobs that `maintenance` uses
-  for URL refresh and TTL deletes.
+- finished jobs need no handler: `maintenance` lists them itself (at start and
+  now and then) and the runner adds each job it finishes.
 """
 
 from __future__ import annotations
@@ -54,19 +54,6 @@ async def job_deleted(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, 
     ctx: OperatorContext = memo["ctx"]
     maintenance.forget(ctx, body)
     await on_job_deleted(ctx, _plain(body), logger)
-
-
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the index of finished jobs (TTL, URL refresh) up to date."""
-    ctx: OperatorContext | None = memo.get("ctx")
-    if ctx is None:
-        return
-    obj = event.get("object") or {}
-    if event.get("type") == "DELETED":
-        maintenance.forget(ctx, obj)
-    else:
-        maintenance.track(ctx, obj)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Finished jobs: fresh presigned URLs and deletion after `ttlSecondsAfterFinished`.
 
 One loop for all finished jobs (not a timer task per object, which would cost
-memory with thousands of ImageJobs). The index is fed by kopf's watch events,
-so it is rebuilt from the API server after a restart.
+memory with thousands of ImageJobs, nor a handler on every watch event, which
+would cost CPU on every status write). The index is filled by listing the
+ImageJobs at start and every `RESYNC_SECONDS`, and by the runner as it
+finishes each job, so it survives restarts.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfykube.controller.context import OperatorContext
-from comfykube.controller.runner import parse_time
-from comfykube.pipeline import rfc3339
+from comfykube.pipeline import parse_time, rfc3339
 from comfykube.types import TERMINAL_PHASES, Phase
 
 log = logging.getLogger(__name__)
 
 #: Refresh a URL when less than this share of its lifetime is left.
 REFRESH_FRACTION = 0.25
+#: How often the index is rebuilt from the API server (catches jobs finished elsewhere).
+RESYNC_SECONDS = 300.0
 
 
 @dataclass
@@ -69,10 +72,24 @@ def forget(ctx: OperatorContext, obj: Any) -> None:
     _index(ctx).pop((meta.get("namespace", ""), meta.get("name", "")), None)
 
 
+async def resync(ctx: OperatorContext) -> None:
+    """Rebuild the index from the API server (the watched namespaces only)."""
+    objects: list[dict[str, Any]] = []
+    for namespace in ctx.namespaces if ctx.namespaces is not None else [None]:
+        objects.extend(await ctx.api.list(namespace))
+    ctx.finished.clear()
+    for obj in objects:
+        track(ctx, obj)
+
+
 async def run(ctx: OperatorContext, interval: float = 10.0) -> None:
     """Forever: delete jobs past their TTL, refresh URLs close to expiry."""
+    last_resync = float("-inf")
     while True:
         try:
+            if ctx.clock.now() - last_resync >= RESYNC_SECONDS:
+                await resync(ctx)
+                last_resync = ctx.clock.now()
             await sweep(ctx)
         except asyncio.CancelledError:
             raise

@@ -43,6 +43,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
     ctx = await OperatorContext.create(Settings())
+    ctx.namespaces = _state.get("namespaces")
     memo["ctx"] = ctx
     _state["ctx"] = ctx
     _state["maintenance"] = asyncio.create_task(maintenance.run(ctx, ctx.settings.maintenance_interval_seconds))
@@ -100,13 +101,6 @@ async def start_probes(port: int) -> web.AppRunner:
     return runner
 
 
-class _QuietEventHandler(logging.Filter):
-    """Drops kopf's "Handler 'job_event' succeeded." line, logged for every watch event."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "'job_event' succeeded" not in record.getMessage()
-
-
 def run_operator(
     *, namespaces: list[str], all_namespaces: bool, health_port: int, metrics_port: int
 ) -> int:
@@ -119,7 +113,7 @@ def run_operator(
     if not namespaces and not all_namespaces:
         namespaces = ["default"]
     assert handlers  # imported for its kopf registrations
-    logging.getLogger("kopf.objects").addFilter(_QuietEventHandler())
+    _state["namespaces"] = None if all_namespaces else list(namespaces)
 
     if metrics_port:
         from prometheus_client import start_http_server

@@ -14,26 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from comfykube import metrics
+from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
-from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339
-from comfykube.types import ImageJobSpec, Phase, parse_spec
+from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339, parse_time
+from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
 MAX_BACKOFF_SECONDS = 30.0
 REQUESTER_LABEL = "comfykube.dev/requester"
-
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 → epoch seconds (None stays None)."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def identity(body: dict[str, Any]) -> JobIdentity:
@@ -78,7 +71,7 @@ async def run_job(
     except InvalidSpec as exc:
         # The schema should have refused it; an API server that does not validate must not crash us.
         log.warning("invalid spec: %s", exc.message)
-        await writer.finish(failed_status(exc, start_time=status.get("startTime")))
+        await _finish(ctx, body, writer, failed_status(exc, start_time=status.get("startTime")))
         return
 
     start_time = status.get("startTime") or now_rfc3339(ctx.clock)
@@ -144,7 +137,10 @@ async def _attempts(
                 exc = DeadlineExceeded(f"gave up at the deadline: {exc.message}")
                 await _cancel_quietly(ctx, job, writer, log)
             log.warning("failed: %s", exc)
-            await writer.finish(
+            await _finish(
+                ctx,
+                body,
+                writer,
                 failed_status(
                     exc,
                     start_time=start_time,
@@ -152,14 +148,20 @@ async def _attempts(
                     seed=writer.status.get("seed"),
                     backend=writer.status.get("backend"),
                     submissions=writer.status.get("submissions"),
-                )
+                ),
             )
             return
         result.start_time = start_time
-        await writer.finish(result)
+        await _finish(ctx, body, writer, result)
         log.info("succeeded: %s", result.url)
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
+
+
+async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
+    """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
+    await writer.finish(status)
+    maintenance.track(ctx, {"metadata": body.get("metadata"), "spec": body.get("spec"), "status": writer.status})
 
 
 async def _one_attempt(
