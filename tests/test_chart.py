@@ -1,7 +1,8 @@
 """The Helm chart, rendered and checked offline (helm-python-sdk + kubernetes-validate).
 
-Four installs are rendered (default values, bot enabled, one namespace, all
-namespaces with every optional part on); each is linted strictly, every document
+Six installs are rendered (default values, bot enabled, one namespace, all
+namespaces with every optional part on, the bot with every setting of its own,
+the bot with metrics off); each is linted strictly, every document
 is validated against the Kubernetes 1.30 schemas in strict mode, and the
 security properties the chart promises are asserted on the parsed manifests.
 """
@@ -35,12 +36,23 @@ NAMESPACE = "imaging"
 CUSTOM_KINDS = {"ServiceMonitor"}
 #: Env vars that carry credentials: they must come from a Secret, never a value.
 SECRET_ENV = {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "DISCORD_TOKEN"}
+#: The bot's optional settings: rendered only when set in values (else the bot's own default applies).
+BOT_OPTIONAL_ENV = {
+    "BOT_MODERATOR_ROLES",
+    "BOT_DENY_PATTERNS",
+    "BOT_NSFW_MODELS",
+    "BOT_JOB_TTL_SECONDS",
+    "DISCORD_GUILD_SYNC",
+}
 #: What the operator may do to ImageJobs (kopf: watch, patch finalizers and annotations, TTL delete).
 OPERATOR_VERBS = {"get", "list", "watch", "patch", "update", "delete"}
 BOT_VERBS = {"create", "get", "list", "watch", "patch", "delete"}
 READ_VERBS = {"get", "list", "watch"}
 
 GUILD = "123456789012345678"
+MODERATOR = "345678901234567890"
+#: A comma and backslashes: the chart must pass them through as one JSON array.
+DENY_PATTERNS = [r"\bgore\b", "bl(oo|ee)d{1,2}", "[\"']nude"]
 WORKFLOW_JSON = json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 1}}})
 
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -75,6 +87,33 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "allowedChannels": ["234567890123456789"],
         },
         "extraWorkflows": {"t2i_portrait.json": WORKFLOW_JSON},
+        "metrics": {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}},
+        "networkPolicy": {"enabled": True},
+    },
+    "bot-tuned": {
+        "bot": {
+            "enabled": True,
+            "existingSecret": "comfykube-discord",
+            "tokenKey": "discord-token",
+            "moderatorRoles": [MODERATOR],
+            "allowDms": True,
+            "denyPatterns": DENY_PATTERNS,
+            "nsfwModels": ["*nsfw*", "pony*"],
+            "editIntervalSeconds": 0.5,
+            "baseSize": 1024,
+            "checkpointRefreshSeconds": 120,
+            "jobTtlSeconds": 0,
+            "guildSync": [GUILD],
+            "syncCommands": False,
+            "metricsPort": 9191,
+        },
+        "minio": {"publicEndpoint": "https://images.example.com", "region": "eu-west-1"},
+        "operator": {"presignExpirySeconds": 7200},
+        "metrics": {"service": {"enabled": True}},
+        "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]},
+    },
+    "bot-no-metrics": {
+        "bot": {"enabled": True, "existingSecret": "comfykube-discord", "metricsPort": 0},
         "metrics": {"service": {"enabled": True}, "serviceMonitor": {"enabled": True}},
         "networkPolicy": {"enabled": True},
     },
@@ -175,11 +214,22 @@ def test_optional_parts_render_when_enabled(chart: helm.Chart) -> None:
     kinds = {doc["kind"] for doc in docs}
     assert {"Service", "ServiceMonitor", "NetworkPolicy", "ConfigMap"} <= kinds
     assert len(of_kind(docs, "Deployment")) == 2
-    (svc,) = of_kind(docs, "Service")
-    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
-    assert svc["spec"]["selector"] == deployment(docs, "operator")["spec"]["selector"]["matchLabels"]
-    (monitor,) = of_kind(docs, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # One metrics Service and one ServiceMonitor per component, each selecting its own pods.
+    services = {svc["metadata"]["labels"]["app.kubernetes.io/component"]: svc for svc in of_kind(docs, "Service")}
+    monitors = {m["metadata"]["labels"]["app.kubernetes.io/component"]: m for m in of_kind(docs, "ServiceMonitor")}
+    assert set(services) == set(monitors) == {"operator", "bot"}
+    for component, svc in services.items():
+        selector = deployment(docs, component)["spec"]["selector"]["matchLabels"]
+        assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+        assert svc["spec"]["selector"] == selector
+        ports = {p["name"] for p in container(deployment(docs, component))["ports"]}
+        assert "metrics" in ports, component
+        monitor = monitors[component]
+        assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+        assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+        assert monitor["spec"]["selector"]["matchLabels"] == selector
+        assert selector.items() <= svc["metadata"]["labels"].items()
+    assert services["bot"]["metadata"]["name"] == "ck-comfykube-bot-metrics"
     assert len(of_kind(docs, "NetworkPolicy")) == 2
 
 
@@ -304,16 +354,155 @@ def test_extra_workflows_configmap_is_mounted_where_the_operator_loads_it(chart:
 def test_bot_deployment(chart: helm.Chart) -> None:
     docs, _ = render(chart, "bot")
     ctr = container(deployment(docs, "bot"))
-    assert ctr["args"] == ["bot", "--health-port", "8081"]
+    assert ctr["args"] == ["bot", "--health-port", "8081", "--metrics-port", "9091"]
     env = env_of(ctr)
     assert env["BOT_NAMESPACE"]["value"] == NAMESPACE
     assert env["BOT_ALLOWED_GUILDS"]["value"] == GUILD
     assert env["DISCORD_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "comfykube-discord", "key": "token"}
-    assert not any(name.startswith("MINIO_") for name in env), "the bot needs no storage credentials"
+    # Shared with the operator: checkpoint autocomplete, the stored images and fresh presigned links.
+    operator_env = env_of(container(deployment(docs, "operator")))
+    for name in ("COMFYUI_URL", "MINIO_ENDPOINT", "MINIO_BUCKET", "MINIO_SECURE", "PRESIGN_EXPIRY_SECONDS"):
+        assert env[name] == operator_env[name], name
+    assert env["COMFYUI_URL"]["value"] == "http://comfyui.comfyui.svc.cluster.local:8188"
+    assert env["MINIO_ENDPOINT"]["value"] == "minio.minio.svc.cluster.local:9000"
+    assert env["MINIO_BUCKET"]["value"] == "comfykube"
+    assert env["MINIO_SECURE"]["value"] == "false"
+    assert env["PRESIGN_EXPIRY_SECONDS"]["value"] == "3600"
+    assert "MINIO_PUBLIC_ENDPOINT" not in env and "MINIO_REGION" not in env
+    for name, key in (("MINIO_ACCESS_KEY", "accessKey"), ("MINIO_SECRET_KEY", "secretKey")):
+        assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": {"name": "comfykube-minio", "key": key}}}
+    # Optional settings left at their defaults are not rendered.
+    assert not BOT_OPTIONAL_ENV & set(env)
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    assert ports == {"health": 8081, "metrics": 9091}
     assert env_of(container(deployment(render(chart, "one-namespace")[0], "bot")))["BOT_NAMESPACE"] == {
         "name": "BOT_NAMESPACE",
         "value": "jobs",
     }
+
+
+def test_bot_settings_from_values_are_rendered(chart: helm.Chart) -> None:
+    docs, _ = render(chart, "bot-tuned")
+    ctr = container(deployment(docs, "bot"))
+    assert ctr["args"] == ["bot", "--health-port", "8081", "--metrics-port", "9191"]
+    assert {p["name"]: p["containerPort"] for p in ctr["ports"]} == {"health": 8081, "metrics": 9191}
+    env = env_of(ctr)
+    plain = {name: item["value"] for name, item in env.items() if "value" in item}
+    assert plain["BOT_MODERATOR_ROLES"] == MODERATOR
+    assert plain["BOT_ALLOW_DMS"] == "true"
+    assert json.loads(plain["BOT_DENY_PATTERNS"]) == DENY_PATTERNS
+    assert json.loads(plain["BOT_NSFW_MODELS"]) == ["*nsfw*", "pony*"]
+    assert plain["BOT_EDIT_INTERVAL_SECONDS"] == "0.5"
+    assert plain["BOT_BASE_SIZE"] == "1024"
+    assert plain["BOT_CHECKPOINT_REFRESH_SECONDS"] == "120"
+    assert plain["BOT_JOB_TTL_SECONDS"] == "0", "0 (delete at once) is a value, not unset"
+    assert plain["DISCORD_GUILD_SYNC"] == GUILD
+    assert plain["DISCORD_SYNC_COMMANDS"] == "false"
+    assert plain["MINIO_PUBLIC_ENDPOINT"] == "https://images.example.com"
+    assert plain["MINIO_REGION"] == "eu-west-1"
+    assert plain["PRESIGN_EXPIRY_SECONDS"] == "7200"
+    assert env["DISCORD_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "comfykube-discord", "key": "discord-token"}
+    # The metrics Service exists for the bot too, and its NetworkPolicy lets only metricsFrom scrape it.
+    (svc,) = [s for s in of_kind(docs, "Service") if s["metadata"]["name"] == "ck-comfykube-bot-metrics"]
+    assert svc["spec"]["selector"] == deployment(docs, "bot")["spec"]["selector"]["matchLabels"]
+    assert of_kind(docs, "ServiceMonitor") == []
+    (policy,) = [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-bot")]
+    (metrics_rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "metrics"]
+    assert metrics_rule["from"] == [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
+
+
+def _bot_env_for_the_process(chart: helm.Chart, scenario: str) -> dict[str, str]:
+    """The bot container's environment as the kubelet would set it (Secrets resolved to stand-ins)."""
+    env: dict[str, str] = {}
+    for name, item in env_of(container(deployment(render(chart, scenario)[0], "bot"))).items():
+        env[name] = item["value"] if "value" in item else f"from-secret-{item['valueFrom']['secretKeyRef']['key']}"
+    return env
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if SCENARIOS[s].get("bot", {}).get("enabled")])
+def test_bot_env_is_what_the_bot_reads(chart: helm.Chart, scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rendered variable is one the bot reads, and the bot parses each rendered value as meant."""
+    from comfykube.settings import Settings
+    from comfykube_bot.settings import BotSettings
+
+    env = _bot_env_for_the_process(chart, scenario)
+    known = {name.upper() for name in BotSettings.model_fields} | {name.upper() for name in Settings.model_fields}
+    known |= {"TMPDIR"}
+    assert set(env) <= known, f"{scenario}: unknown env {set(env) - known}"
+    for name in known:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bot = BotSettings()  # type: ignore[call-arg]  # from the environment
+    core = Settings()
+    values = SCENARIOS[scenario]["bot"]
+    assert bot.discord_token.get_secret_value() == f"from-secret-{values.get('tokenKey', 'token')}"
+    minio = {"accessKeyKey": "accessKey", "secretKeyKey": "secretKey", **SCENARIOS[scenario].get("minio", {})}
+    assert core.minio_access_key == f"from-secret-{minio['accessKeyKey']}"
+    assert core.minio_secret_key == f"from-secret-{minio['secretKeyKey']}"
+    assert core.minio_endpoint == env["MINIO_ENDPOINT"]
+    assert core.comfyui_urls
+    assert bot.bot_moderator_roles == [int(i) for i in values.get("moderatorRoles", [])]
+    assert bot.bot_deny_patterns == values.get("denyPatterns", [])
+    assert bot.bot_nsfw_models == values.get("nsfwModels", [])
+    assert bot.bot_allow_dms is values.get("allowDms", False)
+    assert bot.bot_edit_interval_seconds == values.get("editIntervalSeconds", 2)
+    assert bot.bot_base_size == values.get("baseSize", 512)
+    assert bot.bot_checkpoint_refresh_seconds == values.get("checkpointRefreshSeconds", 60)
+    assert bot.bot_job_ttl_seconds == values.get("jobTtlSeconds")
+    assert bot.discord_guild_sync == [int(i) for i in values.get("guildSync", [])]
+    assert bot.discord_sync_commands is values.get("syncCommands", True)
+
+
+def test_bot_defaults_in_values_are_the_bot_defaults(chart: helm.Chart) -> None:
+    from comfykube_bot.settings import BotSettings
+
+    fields = BotSettings.model_fields
+    bot = chart.values["bot"]
+    pairs = {
+        "maxActiveJobs": "bot_max_active_jobs",
+        "cooldownSeconds": "bot_cooldown_seconds",
+        "queueCap": "bot_queue_cap",
+        "allowDms": "bot_allow_dms",
+        "editIntervalSeconds": "bot_edit_interval_seconds",
+        "baseSize": "bot_base_size",
+        "checkpointRefreshSeconds": "bot_checkpoint_refresh_seconds",
+        "jobTtlSeconds": "bot_job_ttl_seconds",
+        "syncCommands": "discord_sync_commands",
+    }
+    for key, field in pairs.items():
+        assert bot[key] == fields[field].default, key
+    lists = ("allowedGuilds", "allowedChannels", "allowedRoles", "moderatorRoles", "denyPatterns", "nsfwModels")
+    for key in (*lists, "guildSync"):
+        assert bot[key] == [], key
+
+
+def test_bot_metrics_port_zero_disables_the_bot_metrics(chart: helm.Chart) -> None:
+    docs, _ = render(chart, "bot-no-metrics")
+    ctr = container(deployment(docs, "bot"))
+    assert ctr["args"][-2:] == ["--metrics-port", "0"]
+    assert [p["name"] for p in ctr["ports"]] == ["health"]
+    # The operator's metrics stay; the bot gets no Service, ServiceMonitor or metrics ingress.
+    assert [s["metadata"]["name"] for s in of_kind(docs, "Service")] == ["ck-comfykube-metrics"]
+    assert [m["metadata"]["name"] for m in of_kind(docs, "ServiceMonitor")] == ["ck-comfykube-operator"]
+    (policy,) = [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-bot")]
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["health"]
+
+
+def test_bot_sees_the_extra_workflows_the_operator_runs(chart: helm.Chart) -> None:
+    docs, _ = render(chart, "all-namespaces")
+    operator, bot = deployment(docs, "operator"), deployment(docs, "bot")
+    op_ctr, bot_ctr = container(operator), container(bot)
+    assert env_of(bot_ctr)["EXTRA_WORKFLOWS_DIR"] == env_of(op_ctr)["EXTRA_WORKFLOWS_DIR"]
+    mount_dir = env_of(bot_ctr)["EXTRA_WORKFLOWS_DIR"]["value"]
+    (mount,) = [m for m in bot_ctr["volumeMounts"] if m["mountPath"] == mount_dir]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in bot["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    (cm,) = of_kind(docs, "ConfigMap")
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    checksums = [dep["spec"]["template"]["metadata"]["annotations"]["checksum/workflows"] for dep in (operator, bot)]
+    assert checksums[0] == checksums[1], "changing extraWorkflows restarts the bot too"
+    assert "EXTRA_WORKFLOWS_DIR" not in env_of(container(deployment(render(chart, "bot")[0], "bot")))
 
 
 def test_notes_tell_how_to_create_and_watch_an_imagejob(chart: helm.Chart) -> None:
@@ -373,6 +562,18 @@ def test_all_namespaces_gets_a_cluster_role(chart: helm.Chart) -> None:
     assert bot["metadata"]["namespace"] == "discord"
     assert verbs_for(bot["rules"], "comfykube.dev", "imagejobs") == BOT_VERBS
     assert not any("bot" in r["metadata"]["name"] for r in of_kind(docs, "ClusterRole"))
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if SCENARIOS[s].get("bot", {}).get("enabled")])
+def test_bot_rbac_is_exactly_what_the_bot_does(chart: helm.Chart, scenario: str) -> None:
+    """jobs.py: create, get, list, watch, merge-patch annotations (claim/record), delete; no status, no events."""
+    docs, _ = render(chart, scenario)
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-bot")]
+    assert verbs_for(role["rules"], "comfykube.dev", "imagejobs") == BOT_VERBS
+    assert {res for rule in role["rules"] for res in rule["resources"]} == {"imagejobs"}
+    assert verbs_for(role["rules"], "", "secrets") == set()
+    assert verbs_for(role["rules"], "", "events") == set()
+    assert verbs_for(role["rules"], "comfykube.dev", "imagejobs/status") == set()
 
 
 def test_service_accounts_bind_to_their_roles(chart: helm.Chart) -> None:
@@ -468,6 +669,26 @@ BAD_VALUES = [
     ({"bot": {"enabled": True}}, "/bot/existingSecret"),
     ({"bot": {"allowedGuilds": [123456789012345678]}}, "/bot/allowedGuilds/0"),
     ({"bot": {"maxActiveJobs": 0}}, "/bot/maxActiveJobs"),
+    ({"bot": {"metricsPort": 70000}}, "/bot/metricsPort"),
+    ({"bot": {"metricsPort": "9091"}}, "/bot/metricsPort"),
+    ({"bot": {"allowDms": "yes"}}, "/bot/allowDms"),
+    ({"bot": {"syncCommands": "false"}}, "/bot/syncCommands"),
+    ({"bot": {"moderatorRoles": [345678901234567890]}}, "/bot/moderatorRoles/0"),
+    ({"bot": {"moderatorRoles": ["admins"]}}, "/bot/moderatorRoles/0"),
+    ({"bot": {"guildSync": ["12"]}}, "/bot/guildSync/0"),
+    ({"bot": {"denyPatterns": "gore,blood"}}, "/bot/denyPatterns"),
+    ({"bot": {"denyPatterns": [""]}}, "/bot/denyPatterns/0"),
+    ({"bot": {"nsfwModels": ["  "]}}, "/bot/nsfwModels/0"),
+    ({"bot": {"nsfwModels": [1]}}, "/bot/nsfwModels/0"),
+    ({"bot": {"editIntervalSeconds": 0}}, "/bot/editIntervalSeconds"),
+    ({"bot": {"editIntervalSeconds": 61}}, "/bot/editIntervalSeconds"),
+    ({"bot": {"editIntervalSeconds": "2s"}}, "/bot/editIntervalSeconds"),
+    ({"bot": {"baseSize": 4096}}, "/bot/baseSize"),
+    ({"bot": {"baseSize": 512.5}}, "/bot/baseSize"),
+    ({"bot": {"checkpointRefreshSeconds": 0.5}}, "/bot/checkpointRefreshSeconds"),
+    ({"bot": {"jobTtlSeconds": -1}}, "/bot/jobTtlSeconds"),
+    ({"bot": {"jobTtlSeconds": "1h"}}, "/bot/jobTtlSeconds"),
+    ({"bot": {"allowDMs": True}}, "/bot"),
     ({"securityContext": {"readOnlyRootFilesystem": False}}, "/securityContext/readOnlyRootFilesystem"),
     ({"securityContext": {"allowPrivilegeEscalation": True}}, "/securityContext/allowPrivilegeEscalation"),
     ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
@@ -499,6 +720,7 @@ def test_schema_accepts_the_scenarios(chart: helm.Chart, scenario: str) -> None:
         ({"operator": {"metricsPort": 0}, "metrics": {"serviceMonitor": {"enabled": True}}}, "metricsPort"),
         ({"comfyui": {"discovery": {"enabled": True}}}, "comfyui.discovery.service"),
         ({"operator": {"healthPort": 9090}}, "must differ"),
+        ({"bot": {"enabled": True, "existingSecret": "d", "metricsPort": 8081}}, "bot.healthPort and bot.metricsPort"),
     ],
 )
 def test_templates_refuse_inconsistent_values(chart: helm.Chart, override: dict[str, Any], message: str) -> None:

@@ -90,6 +90,42 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (gt (int .Values.operator.metricsPort) 0) (or .Values.metrics.service.enabled .Values.metrics.serviceMonitor.enabled) }}true{{ end }}
 {{- end }}
 
+{{/* Whether the bot's metrics Service is rendered: the bot is on, serves /metrics, and metrics are asked for. */}}
+{{- define "comfykube.botMetricsService" -}}
+{{- if and .Values.bot.enabled (gt (int .Values.bot.metricsPort) 0) (or .Values.metrics.service.enabled .Values.metrics.serviceMonitor.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+MinIO/S3 settings shared by the operator (uploads, presigning) and the bot (reads the stored
+images, mints fresh links). The credentials are only ever secretKeyRefs to minio.existingSecret.
+*/}}
+{{- define "comfykube.storageEnv" -}}
+- name: MINIO_ENDPOINT
+  value: {{ .Values.minio.endpoint | quote }}
+{{- with .Values.minio.publicEndpoint }}
+- name: MINIO_PUBLIC_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: MINIO_BUCKET
+  value: {{ .Values.minio.bucket | quote }}
+- name: MINIO_SECURE
+  value: {{ .Values.minio.secure | toString | quote }}
+{{- with .Values.minio.region }}
+- name: MINIO_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: MINIO_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.minio.existingSecret | quote }}
+      key: {{ .Values.minio.accessKeyKey | quote }}
+- name: MINIO_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.minio.existingSecret | quote }}
+      key: {{ .Values.minio.secretKeyKey | quote }}
+{{- end }}
+
 {{/* Checks across values that the JSON schema cannot express. */}}
 {{- define "comfykube.validate" -}}
 {{- if and (not .Values.watch.allNamespaces) .Values.bot.enabled }}
@@ -107,6 +143,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if eq (int .Values.operator.healthPort) (int .Values.operator.metricsPort) }}
 {{- fail "operator.healthPort and operator.metricsPort must differ" }}
+{{- end }}
+{{- if and .Values.bot.enabled (eq (int .Values.bot.healthPort) (int .Values.bot.metricsPort)) }}
+{{- fail "bot.healthPort and bot.metricsPort must differ" }}
 {{- end }}
 {{- if and .Values.comfyui.discovery.enabled (not .Values.comfyui.discovery.service) }}
 {{- fail "comfyui.discovery.service is required when comfyui.discovery.enabled is true" }}
