@@ -249,3 +249,25 @@ def test_finished_job_is_deleted_after_its_ttl(cluster: Any, operator: OperatorP
         return cluster.kubectl("get", "imagejob", "short-lived", "-n", namespace, check=False).returncode != 0
 
     wait_until(gone, timeout=30, what="TTL deletion")
+
+
+def test_deleting_a_job_while_comfyui_is_gone_releases_the_finalizer_with_a_warning(
+    cluster: Any, operator: OperatorProcess, namespace: str, comfyui_process: Any
+) -> None:
+    comfyui_process.configure(exec_seconds=30.0)
+    create(cluster, namespace, job_manifest("orphan-risk", steps=10))
+    wait_phase(cluster, namespace, "orphan-risk", {"Running"}, timeout=60)
+    comfyui_process.stop_listening(600)  # ComfyUI is gone: the cancel cannot reach it
+    cluster.kubectl("delete", "imagejob", "orphan-risk", "-n", namespace, "--wait=false")
+
+    def gone() -> bool:
+        result = cluster.kubectl("get", "imagejob", "orphan-risk", "-n", namespace, check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    wait_until(gone, timeout=60, what="the finalizer released despite ComfyUI being down")
+
+    def warned() -> bool:
+        events = kubectl_json(cluster, "get", "events", "-n", namespace)["items"]
+        return any(e["reason"] == "CancelFailed" and e["type"] == "Warning" for e in events)
+
+    wait_until(warned, timeout=10, what="a CancelFailed warning event")
