@@ -6,7 +6,8 @@ Real processes: the Kubernetes API stand-in, nanio and the operator are subproce
 ComfyUI stand-in runs in a thread of this process. Figures:
 
 1. 200 ImageJobs created at once, fixed execution time T: time until all Succeeded
-   ÷ (N × T) (target ≤ 1.05: the operator keeps ComfyUI busy);
+   ÷ the time ComfyUI spent executing them (≈ N × T plus the stand-in's own PNG writing)
+   (target ≤ 1.05: the operator keeps ComfyUI busy);
 2. instant backend: jobs per second through the operator (target ≥ 20/s on 2 cores), with
    the operator's own CPU time per job beside it (the stand-in API server's cost is not ours);
 3. ComfyUI finished → status.phase=Succeeded seen by a watcher, p50/p95 (target p50 ≤ 100 ms);
@@ -142,8 +143,11 @@ def main() -> None:
                     op.stop()
 
             wall, seen, _ = asyncio.run(scenario("burst", args.jobs))
-            ratio = wall / (args.jobs * args.exec)
-            finished = {r["prompt_id"]: r.get("finished_at") for r in comfy.stats()["prompts"]}
+            records = comfy.stats()["prompts"]
+            finished = {r["prompt_id"]: r.get("finished_at") for r in records}
+            # ComfyUI's busy time as the stand-in measured it (the configured T plus its own PNG writing).
+            busy = sum(r["finished_at"] - r["started_at"] for r in records if "finished_at" in r and "started_at" in r)
+            ratio = wall / busy
 
             async def latencies() -> list[float]:
                 api = await KubeApi.connect()
@@ -180,8 +184,8 @@ def main() -> None:
         finally:
             nanio.stop()
 
-    print(f"burst {args.jobs} jobs x {args.exec}s      : wall {wall:.1f}s, wall / (N x T) = {ratio:.3f}"
-          "  (target <= 1.05)")
+    print(f"burst {args.jobs} jobs x {args.exec}s      : wall {wall:.1f}s, wall / ComfyUI busy {busy:.1f}s = "
+          f"{ratio:.3f}  (N x T = {args.jobs * args.exec:.1f}s; target <= 1.05)")
     print(f"instant backend, {args.instant_jobs} jobs : {args.instant_jobs / iwall:.1f} jobs/s  "
           f"(target >= 20/s); operator CPU {icpu / args.instant_jobs * 1000:.1f} ms per job")
     if lat:

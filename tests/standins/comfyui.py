@@ -1458,6 +1458,7 @@ class FakeComfyUI:
             _, _, item = heapq.heappop(self._pending)
             self._running = item
             item.record["outcome"] = "running"
+            item.record["started_at"] = time.time()  # with finished_at: how long this "GPU" was busy
             await self._broadcast_status()
             try:
                 await self._execute(item)
