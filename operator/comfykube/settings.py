@@ -6,6 +6,7 @@ instead of failing the first job minutes later.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -13,8 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from comfykube.types import MAX_PRESIGN_SECONDS
 
+
+def _shipped_workflows() -> Path:
+    """The workflows shipped with comfykube: the checkout's, else the installed data files."""
+    checkout = Path(__file__).resolve().parents[2] / "workflows"
+    installed = Path(sys.prefix) / "share" / "comfykube" / "workflows"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
 #: Where the workflows shipped with the package live (repo checkout or installed data).
-DEFAULT_WORKFLOWS_DIR = Path(__file__).resolve().parents[2] / "workflows"
+DEFAULT_WORKFLOWS_DIR = _shipped_workflows()
 
 
 class Settings(BaseSettings):
