@@ -1,14 +1,12 @@
 """Frame parsing, history/queue interpretation and error text, replayed from real ComfyUI captures.
 
 No server needed: every input here was recorded from ComfyUI 0.3.64
-(`/work/shared/comfyui-protocol/captures`, or $COMFYUI_CAPTURES).
+(`shared/comfyui-protocol/captures` beside the checkout, see tests/captures.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +32,9 @@ from comfykube.comfyui.events import (
 from comfykube.comfyui.history import outcome, parse_history, parse_queue, prompt_state
 from comfykube.comfyui.models import OutputImage, PromptPhase, QueueSnapshot
 from comfykube.errors import ExecutionFailed, Interrupted
+from tests.captures import captures_dir
 
-CAPTURES = Path(os.environ.get("COMFYUI_CAPTURES", "/work/shared/comfyui-protocol/captures"))
+CAPTURES = captures_dir()
 
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason=f"captures not found at {CAPTURES}")
 

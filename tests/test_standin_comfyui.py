@@ -16,6 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from tests.captures import captures_dir
 from tests.standins.comfyui import (
     FakeComfyUI,
     execution_order,
@@ -24,7 +25,7 @@ from tests.standins.comfyui import (
 )
 from tests.standins.comfyui_plugin import ComfyUIProcess
 
-CAPTURES = Path("/work/shared/comfyui-protocol/captures")
+CAPTURES = captures_dir()
 JSON_TYPE = "application/json; charset=utf-8"
 
 
