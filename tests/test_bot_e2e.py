@@ -25,6 +25,7 @@ import yaml
 
 from tests.harness import REPO, OperatorProcess, free_port, kubectl_json, operator_env
 from tests.standins.discord import FakeDiscord
+from tests.test_bot_support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -71,17 +72,6 @@ def stop_bot(bot: subprocess.Popen[bytes]) -> None:
             bot.wait(timeout=5)
 
 
-async def wait_async(predicate: Any, within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_imagine_end_to_end_through_the_operator(
     stack_env: dict[str, str], operator: OperatorProcess, namespace: str, kube_api: Any, tmp_path: Path
 ) -> None:
@@ -117,9 +107,9 @@ async def test_imagine_end_to_end_through_the_operator(
                 "imagine", {"prompt": "a red fox in the snow --steps 3", "width": 64, "height": 64}
             )
             await handle.wait_response()
-            await wait_async(lambda: len(handle.followups) == 1, 15, "the public job message")
+            await wait_for(lambda: len(handle.followups) == 1, 15, "the public job message")
             msg = handle.followups[0]
-            await wait_async(lambda: msg.attachments, 90, f"the result message; bot log: {log_path}")
+            await wait_for(lambda: msg.attachments, 90, f"the result message; bot log: {log_path}")
 
             name = f"ij-{handle.id}"
             job = kubectl_json(kube_api, "get", "imagejob", name, "-n", namespace)

@@ -59,7 +59,8 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
+def parse_time(value: Any) -> dt.datetime | None:
+    """RFC 3339 → aware datetime (None when absent or unreadable)."""
     if not value:
         return None
     try:
@@ -133,7 +134,7 @@ class JobInfo:
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
             deleting=bool(meta.get("deletionTimestamp")),
-            created_at=_parse_time(meta.get("creationTimestamp")),
+            created_at=parse_time(meta.get("creationTimestamp")),
         )
 
     @property

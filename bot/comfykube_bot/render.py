@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfykube.types import Phase
-from comfykube_bot.jobs import JobInfo
+from comfykube_bot.jobs import JobInfo, parse_time
 
 #: Discord's limits that shape the payloads.
 MAX_CONTENT = 2000
@@ -138,17 +138,6 @@ def format_duration(seconds: float) -> str:
 def truncate(text: str, limit: int) -> str:
     """`text` cut to `limit` characters with an ellipsis."""
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """RFC 3339 → aware datetime (None when absent or unreadable)."""
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def time_taken(job: JobInfo) -> float | None:
