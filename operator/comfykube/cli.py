@@ -20,24 +20,13 @@ import yaml
 from pydantic import ValidationError
 
 from comfykube.errors import InvalidSpec, JobError, WorkflowError
+from comfykube.types import ImageJobSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
-# CLI flag → spec field (camelCase, as in the CRD and manifests).
-SPEC_FLAGS = {
-    "negative": "negativePrompt",
-    "workflow": "workflow",
-    "model": "model",
-    "width": "width",
-    "height": "height",
-    "steps": "steps",
-    "cfg": "cfg",
-    "sampler": "sampler",
-    "scheduler": "scheduler",
-    "seed": "seed",
-    "batch_size": "batchSize",
-    "timeout": "timeoutSeconds",
-}
+#: CLI flags whose name is not the spec attribute's; every other scalar spec field is
+#: its own flag (`--batch-size` → `batch_size` → `batchSize`), so they cannot drift apart.
+FLAG_FOR_FIELD = {"negative_prompt": "negative", "timeout_seconds": "timeout"}
 
 
 class ObjectFormatter(logging.Formatter):
@@ -144,10 +133,10 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
         name = (doc.get("metadata") or {}).get("name")
     if args.prompt is not None:
         spec["prompt"] = args.prompt
-    for flag, field_name in SPEC_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            spec[field_name] = value
+    for attribute, info in ImageJobSpec.model_fields.items():
+        value = getattr(args, FLAG_FOR_FIELD.get(attribute, attribute), None)
+        if attribute != "prompt" and value is not None:
+            spec[info.alias or attribute] = value
     if "prompt" not in spec:
         raise InvalidSpec("a prompt is required: comfykube generate \"a red fox in the snow\"")
     return spec, name

@@ -26,19 +26,13 @@ from typing import Any
 from comfykube.errors import InvalidSpec, WorkflowError
 from comfykube.types import WORKFLOW_NAME_PATTERN, ImageJobSpec
 
-#: Spec fields a workflow may bind, with the attribute of ImageJobSpec that feeds them.
+#: Spec fields a workflow may bind (camelCase, as in the CRD) → the ImageJobSpec attribute.
 BINDABLE_FIELDS: dict[str, str] = {
-    "prompt": "prompt",
-    "negativePrompt": "negative_prompt",
-    "model": "model",
-    "width": "width",
-    "height": "height",
-    "steps": "steps",
-    "cfg": "cfg",
-    "sampler": "sampler",
-    "scheduler": "scheduler",
-    "seed": "seed",
-    "batchSize": "batch_size",
+    ImageJobSpec.model_fields[attribute].alias or attribute: attribute
+    for attribute in (
+        "prompt", "negative_prompt", "model", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed",
+        "batch_size",
+    )
 }
 #: Bindings every workflow must declare: the text, the seed (recorded in status) and
 #: the output prefix (each job writes its own files; ComfyUI re-reports an old filename
