@@ -69,6 +69,18 @@ def test_generate_from_a_manifest_with_flag_overrides(cli_env: dict[str, str], t
     assert status["images"][0]["height"] == 128
 
 
+def test_output_dir_keeps_a_local_copy_of_what_was_stored_in_minio(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = comfykube(
+        "generate", "a fox", "--width", "64", "--height", "64", "--steps", "1", "--output-dir", str(tmp_path),
+        "--json", env=cli_env,
+    )
+    assert result.returncode == 0, result.stderr
+    image = json.loads(result.stdout)["images"][0]
+    assert image["url"].startswith("http://")  # stored in MinIO …
+    copy = tmp_path / image["key"]  # … and kept locally, byte for byte
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == image["sha256"]
+
+
 def test_bad_input_exits_2_naming_the_field(cli_env: dict[str, str]) -> None:
     result = comfykube("generate", "fox", "--width", "513", env=cli_env)
     assert result.returncode == 2

@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int)
     gen.add_argument("--timeout", type=int, help="deadline in seconds (default DEFAULT_TIMEOUT_SECONDS)")
     gen.add_argument("--comfyui-url", help="ComfyUI base URL (default COMFYUI_URL)")
-    gen.add_argument("--output-dir", type=Path, help="local store directory when MinIO is not configured")
+    gen.add_argument(
+        "--output-dir", type=Path,
+        help="where images go without MinIO; with MinIO, a local copy of each stored image goes here too",
+    )
     gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
 
     sub.add_parser("crd", help="print the ImageJob CustomResourceDefinition (YAML)")
@@ -208,6 +211,7 @@ async def _run_generate(spec: Any, settings: Any, name: str | None, args: argpar
             health_retries=settings.comfyui_health_retries,
             poll_interval=settings.comfyui_poll_interval,
             lost_polls=settings.comfyui_lost_polls,
+            keep_copies_in=args.output_dir if settings.minio_endpoint else None,
         )
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
             status = await pipeline.run(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -118,6 +119,8 @@ class Pipeline:
     #: Give up following a prompt after ComfyUI has not answered for this long (retryable).
     unreachable_grace: float | None = 60.0
     tmp_dir: Path | None = None
+    #: Also keep a local copy of every verified image here (under its object key).
+    keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
     _store_ready: bool = field(default=False, init=False)
@@ -303,7 +306,12 @@ class Pipeline:
                 stored.append(await self._store(downloaded, job, index))
                 metrics.UPLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_UPLOADED.inc(downloaded.bytes)
-                downloaded.path.unlink(missing_ok=True)
+                if self.keep_copies_in is not None:
+                    copy = self.keep_copies_in / stored[-1].key
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(downloaded.path, copy)
+                else:
+                    downloaded.path.unlink(missing_ok=True)
         return stored
 
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
