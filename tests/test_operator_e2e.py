@@ -147,10 +147,17 @@ def test_operator_killed_mid_job_resumes_without_resubmitting(
     op = OperatorProcess(env, namespace, tmp_path / "operator.log")
     name = f"kill-{kill_when}"
     if kill_when == "before-submit":
+        # ComfyUI is unhealthy, so the job is held before its submission (retrying the health check).
+        comfyui_process.configure(unhealthy_for_seconds=600)
+        op.start()
         create(cluster, namespace, job_manifest(name, steps=4))
-        op.start(wait=False)
-        wait_until(lambda: op.ready(), timeout=60)
-        op.kill()  # it may or may not have submitted: either way, exactly one submission in the end
+        wait_until(
+            lambda: "ComfyUIUnavailable" in str(get_job(cluster, namespace, name).get("status")),
+            timeout=60, what="the job waiting for ComfyUI, before any submission",
+        )
+        op.kill()
+        assert comfyui_process.stats()["submissions"] == {}
+        comfyui_process.configure(unhealthy_for_seconds=0)
     else:
         op.start()
         create(cluster, namespace, job_manifest(name, steps=4))

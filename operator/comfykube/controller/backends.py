@@ -32,6 +32,8 @@ class BackendState:
     queue_depth: int = 0
     checkpoints: list[str] | None = None
     failures: int = 0
+    #: Why the last health check failed (for messages about waiting jobs).
+    error: str | None = None
 
 
 @dataclass
@@ -41,7 +43,7 @@ class BackendPool:
     scheduler: Scheduler
     client: Callable[[str], ComfyClient]
     interval: float = 5.0
-    max_interval: float = 30.0
+    max_interval: float = 15.0
     clock: Clock = REAL_CLOCK
     states: dict[str, BackendState] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -83,6 +85,13 @@ class BackendPool:
             return True
         return checkpoint in state.checkpoints
 
+    def outage(self) -> str | None:
+        """Why no job can start anywhere: every known backend failed its health check (else None)."""
+        states = [self.states.get(url) for url in self.scheduler.backends]
+        if not states or not all(s is not None and s.checked and not s.healthy for s in states):
+            return None
+        return "; ".join(s.error or f"{s.url} is unhealthy" for s in states if s is not None)
+
     def nobody_has(self, checkpoint: str | None) -> list[str] | None:
         """All installed checkpoints when every checked backend lacks `checkpoint`, else None."""
         if checkpoint is None:
@@ -103,6 +112,7 @@ class BackendPool:
             state.checkpoints = await client.checkpoints(fresh=False)
         except JobError as exc:
             state.failures += 1
+            state.error = exc.message
             if state.healthy or not state.checked:
                 log.warning("backend %s is unhealthy, draining it: %s", url, exc.message)
             state.healthy = False
@@ -111,6 +121,7 @@ class BackendPool:
                 log.info("backend %s is healthy again", url)
             state.healthy = True
             state.failures = 0
+            state.error = None
             state.queue_depth = report.queue_length
         state.checked = True
         self.scheduler.mark(url, state.healthy)

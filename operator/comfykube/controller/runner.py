@@ -194,19 +194,40 @@ async def _one_attempt(
             return backend == pinned
         return pool is None or pool.has_checkpoint(backend, checkpoint)
 
-    if writer.phase == Phase.PENDING and not ctx.scheduler.has_room(eligible):
+    if not ctx.scheduler.has_room(eligible) and writer.phase == Phase.PENDING:
         await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a free ComfyUI slot"})
 
     remaining = max(0.0, deadline_at - ctx.clock.now())
+    waiting = asyncio.create_task(_explain_wait(ctx, writer)) if pool is not None else None
     try:
         async with asyncio.timeout(ctx.clock.real_seconds(remaining)):
             async with ctx.scheduler.slot(key, requester=requester, created=created, eligible=eligible) as backend:
+                if waiting is not None:
+                    waiting.cancel()
                 log.debug("running on %s", backend)
                 return await ctx.pipeline(backend).run(
                     spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
                 )
     except TimeoutError:
         raise DeadlineExceeded("the job did not finish before its deadline") from None
+    finally:
+        if waiting is not None:
+            waiting.cancel()
+
+
+async def _explain_wait(ctx: OperatorContext, writer: StatusWriter) -> None:
+    """While a job waits for a slot, say so in its status when no backend is healthy.
+
+    A job that only says "waiting for a free slot" while every ComfyUI is down misleads.
+    """
+    said: str | None = None
+    while ctx.pool is not None:
+        outage = ctx.pool.outage()
+        if outage is not None and outage != said:
+            said = outage
+            await writer.set({"phase": Phase.QUEUED.value, "reason": "ComfyUIUnavailable",
+                              "message": f"waiting for a healthy ComfyUI backend: {outage}"})
+        await ctx.clock.sleep(ctx.settings.backend_check_interval)
 
 
 async def _cancel_quietly(
