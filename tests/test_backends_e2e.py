@@ -92,8 +92,16 @@ def test_jobs_spread_by_speed_and_survive_a_backend_dying(
         count = 24
         create_jobs(cluster, namespace, count)
 
-        # Kill the medium backend once it has started work: its jobs must be recovered elsewhere.
-        wait_until(lambda: medium.stats()["submissions"], timeout=60, what="medium backend busy")
+        # Kill the medium backend once a job there has its submission on record (the operator
+        # writes it right after POST /prompt): that job must be recovered elsewhere, once.
+        def recorded_on_medium() -> bool:
+            statuses = [j.get("status") or {} for j in all_jobs(cluster, namespace)]
+            return any(
+                s.get("backend") == medium.url and s.get("submissions") and s.get("phase") in ("Queued", "Running")
+                for s in statuses
+            )
+
+        wait_until(recorded_on_medium, timeout=60, what="a job submitted to the medium backend")
         medium.call(medium.fake.stop_listening())  # type: ignore[union-attr]
         medium_had = set(medium.stats()["submissions"])
 
@@ -108,7 +116,11 @@ def test_jobs_spread_by_speed_and_survive_a_backend_dying(
         assert where[fast.url] > where[slow.url], where
         # Jobs stranded on the dead backend were recovered: submitted once more, not more.
         moved = [s for s in statuses if s["promptId"] in medium_had and s["backend"] != medium.url]
-        assert all(s["submissions"] == 2 for s in moved), moved
+        assert moved, "no job was moved off the dead backend"
+        # A job whose submission the operator had recorded is submitted once more, not more. (One
+        # killed between POST and the status write may count its move as its first submission.)
+        assert all(s["submissions"] in (1, 2) for s in moved), moved
+        assert sum(s["submissions"] == 2 for s in moved) >= 1, moved
         for backend in (fast, slow):
             assert all(n == 1 for n in backend.stats()["submissions"].values())
         total_submissions = sum(sum(b.stats()["submissions"].values()) for b in backends)
