@@ -216,3 +216,14 @@ async def test_cpu_job_of_534_simulated_seconds_succeeds_under_a_longer_deadline
         job = new_job("cpu-old-timeout")
         with pytest.raises(DeadlineExceeded):
             await pipeline.run(spec, job, deadline_at=clock.now() + 300)
+
+
+def test_a_job_without_a_seed_gets_the_same_random_seed_every_time_it_is_rendered() -> None:
+    """A restarted operator re-attaching to a prompt must report the seed ComfyUI used."""
+    job = new_job()
+    pipeline = Pipeline(comfy=None, store=None, workflows=WORKFLOWS)  # type: ignore[arg-type]
+    first = pipeline.prepare(ImageJobSpec(prompt="p"), job, ResumeState())
+    again = pipeline.prepare(ImageJobSpec(prompt="p"), job, ResumeState())
+    other = pipeline.prepare(ImageJobSpec(prompt="p"), new_job(), ResumeState())
+    assert first.values["seed"] == again.values["seed"] != other.values["seed"]
+    assert 0 <= first.values["seed"] < 2**53

@@ -14,8 +14,8 @@ ComfyUI lost (its server restarted) is submitted again at most once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import secrets
 import shutil
 import tempfile
 import time
@@ -63,6 +63,17 @@ class JobIdentity:
     def prompt_id(self) -> str:
         """ComfyUI prompt id: the uid, so a restarted process finds its prompt."""
         return self.uid
+
+    @property
+    def random_seed(self) -> int:
+        """The seed for a spec without one: random across jobs, the same for one job.
+
+        Drawn from the uid, so an operator killed after submitting but before writing
+        the seed to status reports the seed ComfyUI really used when it re-attaches.
+        Below 2^53 so it stays exact in JavaScript-based tools that read status.
+        """
+        digest = hashlib.sha256(self.uid.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % min(MAX_SEED, 2**53)
 
     @property
     def output_prefix(self) -> str:
@@ -127,11 +138,10 @@ class Pipeline:
     _healthy_at: float = field(default=float("-inf"), init=False)
 
     def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
-        """Render the graph; the seed is the recorded one, the spec's, or a new random one."""
+        """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid."""
         seed = resume.seed if resume.seed is not None else spec.seed
         if seed is None:
-            # 2^53 keeps it exact in JavaScript-based tools that read status (kubectl plugins, UIs).
-            seed = secrets.randbelow(min(MAX_SEED, 2**53))
+            seed = job.random_seed
         workflow = self.workflows.get(spec.workflow)
         return workflow.render(spec, seed=seed, output_prefix=job.output_prefix)
 
