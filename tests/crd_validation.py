@@ -46,6 +46,8 @@ __all__ = [
 #: Transition rules (those naming oldSelf) only run on update, as on the server.
 CEL_RULES: dict[str, Callable[[Any, Any], bool]] = {
     "self == oldSelf": lambda self, old: self == old,
+    # CEL `matches` is an RE2 search (not anchored); RE2's \S is ASCII: not one of [\t\n\f\r ].
+    r"self.matches('\\S')": lambda self, old: re.search(r"[^\t\n\f\r ]", self) is not None,
 }
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")

@@ -110,7 +110,17 @@ class ImageJobSpec(_Model):
 
     prompt: Annotated[
         str,
-        Field(min_length=1, max_length=MAX_PROMPT_LENGTH, description="What the picture shows."),
+        Field(
+            min_length=1,
+            max_length=MAX_PROMPT_LENGTH,
+            description="What the picture shows.",
+            # CRD marker: the API server refuses a prompt of only white space, as parse_spec does.
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {"rule": r"self.matches('\\S')", "message": "prompt must contain some text, not only white space"}
+                ]
+            },
+        ),
     ]
     negative_prompt: Annotated[
         str, Field(max_length=MAX_PROMPT_LENGTH, description="What the picture must not show.")
