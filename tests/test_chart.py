@@ -311,13 +311,8 @@ def test_operator_env_matches_the_settings_it_reads(chart: helm.Chart) -> None:
     from comfykube.settings import Settings
 
     known = {name.upper() for name in Settings.model_fields}
-    # Read by the operator outside Settings (CONTRACTS.md) or by its backend discovery.
-    known |= {
-        "MAX_INFLIGHT_PER_BACKEND",
-        "TMPDIR",
-        "COMFYUI_DISCOVERY_SERVICE",
-        "COMFYUI_DISCOVERY_NAMESPACE",
-    }
+    # Read outside Settings: Python's tempfile reads TMPDIR.
+    known |= {"TMPDIR"}
     for scenario in SCENARIOS:
         env = env_of(container(deployment(render(chart, scenario)[0], "operator")))
         assert set(env) <= known, f"{scenario}: unknown env {set(env) - known}"
