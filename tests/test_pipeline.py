@@ -227,3 +227,17 @@ def test_a_job_without_a_seed_gets_the_same_random_seed_every_time_it_is_rendere
     other = pipeline.prepare(ImageJobSpec(prompt="p"), new_job(), ResumeState())
     assert first.values["seed"] == again.values["seed"] != other.values["seed"]
     assert 0 <= first.values["seed"] < 2**53
+
+
+async def test_without_a_model_an_installed_checkpoint_is_used(comfyui_factory: Any, store: MinioStore) -> None:
+    server = await comfyui_factory(checkpoints=["only-this-one.safetensors"])
+    async with ComfyClient(server.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, poll_interval=0.2)
+        job = new_job()
+        status = await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1), job)
+        assert status.phase is Phase.SUCCEEDED
+        graph = server.history[job.uid]["prompt"][2]  # [number, id, graph, extra_data, outputs]
+        assert graph["4"]["inputs"]["ckpt_name"] == "only-this-one.safetensors"
+        # A model the spec names is never swapped.
+        with pytest.raises(PreflightFailed, match="sd15-base.safetensors"):
+            await pipeline.run(ImageJobSpec(prompt="p", model="sd15-base.safetensors"), new_job())

@@ -169,6 +169,8 @@ class Pipeline:
         await report(replace(event, message="checking ComfyUI"))
 
         await self.check_health()
+        if spec.model is None and rendered.checkpoint is not None:
+            rendered = await self._installed_default(spec, job, resume, rendered)
         await self.comfy.preflight(
             checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
         )
@@ -204,6 +206,20 @@ class Pipeline:
             completion_time=now_rfc3339(self.clock),
         )
         return status
+
+    async def _installed_default(
+        self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState, rendered: RenderedWorkflow
+    ) -> RenderedWorkflow:
+        """No model asked for and the workflow's default is not installed: use one that is.
+
+        A spec that names no model means "whatever this ComfyUI has", as ComfyUI's own UI
+        does; a model the spec names is never swapped (preflight refuses it instead).
+        """
+        installed = await self.comfy.checkpoints(fresh=False)
+        if not installed or rendered.checkpoint in installed:
+            return rendered
+        log.info("%s: checkpoint %s is not installed; using %s", job, rendered.checkpoint, installed[0])
+        return self.prepare(spec.model_copy(update={"model": installed[0]}), job, resume)
 
     async def check_health(self) -> None:
         """Health-check ComfyUI (with retries) unless a recent check passed."""

@@ -178,7 +178,9 @@ async def _one_attempt(
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
     pinned = writer.status.get("backend") if resume.submissions else None
-    checkpoint = spec.model or ctx.workflows.get(spec.workflow).default("model")
+    # Only a model the spec names restricts the backends; without one, any installed
+    # checkpoint will do (the pipeline falls back to one the backend has).
+    checkpoint = spec.model
     pool = ctx.pool
     if pool is not None:
         installed = pool.nobody_has(checkpoint)
