@@ -1,0 +1,1 @@
+"""comfykube: ImageJobs rendered by ComfyUI — types, pipeline, ComfyUI client, storage, operator, CLI."""

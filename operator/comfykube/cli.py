@@ -37,6 +37,7 @@ class ObjectFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        """The formatted line, with `[namespace/name]` after the logger name."""
         text = super().format(record)
         ref = getattr(record, "k8s_ref", None)
         if isinstance(ref, dict) and ref.get("name"):

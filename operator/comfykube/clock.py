@@ -38,13 +38,16 @@ class ScaledClock(Clock):
         self._origin_real = time.time()
 
     def now(self) -> float:
+        """Scaled wall-clock seconds since the epoch."""
         real = time.time()
         return self._origin_real + (real - self._origin_real) * self.factor
 
     async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds` of scaled time (seconds / factor of real time)."""
         await asyncio.sleep(max(0.0, seconds) / self.factor)
 
     def real_seconds(self, seconds: float) -> float:
+        """Real seconds that `seconds` of scaled time take."""
         return seconds / self.factor
 
 

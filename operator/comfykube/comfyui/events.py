@@ -52,6 +52,7 @@ class Executing(Event):
 
     @property
     def terminal(self) -> bool:
+        """True when this frame ends the prompt."""
         return self.node is None
 
 
@@ -78,6 +79,7 @@ class ExecutionSuccess(Event):
 
     @property
     def terminal(self) -> bool:
+        """True when this frame ends the prompt."""
         return True
 
 
@@ -92,6 +94,7 @@ class ExecutionError(Event):
 
     @property
     def terminal(self) -> bool:
+        """True when this frame ends the prompt."""
         return True
 
 
@@ -104,6 +107,7 @@ class ExecutionInterrupted(Event):
 
     @property
     def terminal(self) -> bool:
+        """True when this frame ends the prompt."""
         return True
 
 

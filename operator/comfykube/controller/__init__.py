@@ -1,0 +1,1 @@
+"""The kopf operator: handlers, the per-job runner, status writing, scheduling, backends, maintenance."""

@@ -158,6 +158,7 @@ def check_key(key: str) -> str:
 
 
 def check_prefix(prefix: str) -> str:
+    """A prefix safe to delete under; refuses an empty one."""
     # An empty prefix would delete the whole bucket: never what deleteWithJob means.
     if not prefix or not prefix.strip("/"):
         raise ValueError("refusing to delete with an empty prefix (it would match every object)")
@@ -166,6 +167,7 @@ def check_prefix(prefix: str) -> str:
 
 
 def clamp_expiry(expires_seconds: int) -> int:
+    """Presign expiry within 1 s … 7 days."""
     # SigV4 presigned URLs cannot live longer than 7 days; S3 rejects the URL outright otherwise.
     return max(1, min(int(expires_seconds), MAX_PRESIGN_SECONDS))
 
