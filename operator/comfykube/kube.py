@@ -31,8 +31,10 @@ class KubeApi:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        # Typed as Any: the generated client's hints omit the `_content_type` and
+        # `_preload_content` keywords it does accept, and what they return.
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
 
     @classmethod
     async def connect(cls) -> KubeApi:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -75,7 +76,7 @@ async def download_image(
         received = 0
         head = b""
         declared: int | None = None
-        kwargs = {"timeout": http_timeout} if http_timeout is not None else {}
+        kwargs: dict[str, Any] = {"timeout": http_timeout} if http_timeout is not None else {}
         with os.fdopen(fd, "wb") as out:
             try:
                 async with http.stream(

@@ -103,7 +103,8 @@ def describe_node_error(
     kind = str(error.get("type") or "")
     message = str(error.get("message") or kind or "invalid")
     details = str(error.get("details") or "")
-    extra = error.get("extra_info") if isinstance(error.get("extra_info"), Mapping) else {}
+    raw_extra = error.get("extra_info")
+    extra: Mapping[str, Any] = raw_extra if isinstance(raw_extra, Mapping) else {}
     input_name = str(extra.get("input_name") or "")
 
     if kind == "exception_during_validation":

@@ -24,6 +24,11 @@ from comfykube.comfyui.models import (
 from comfykube.errors import ExecutionFailed, Interrupted
 
 
+def _as_dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (ComfyUI's shapes vary by version)."""
+    return value if isinstance(value, dict) else {}
+
+
 def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
     """The entry for `prompt_id` from a `/history/{id}` body, or None while absent (`{}`)."""
     if not isinstance(body, dict):
@@ -31,13 +36,13 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
     raw = body.get(prompt_id)
     if not isinstance(raw, dict):
         return None
-    status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
+    status = _as_dict(raw.get("status"))
     messages: list[tuple[str, dict[str, Any]]] = []
     for item in status.get("messages") or ():
         if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
             messages.append((item[0], item[1] if isinstance(item[1], dict) else {}))
     images: list[OutputImage] = []
-    outputs = raw.get("outputs") if isinstance(raw.get("outputs"), dict) else {}
+    outputs = _as_dict(raw.get("outputs"))
     for node_id, output in outputs.items():
         if not isinstance(output, dict):
             continue

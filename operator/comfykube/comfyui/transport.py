@@ -120,4 +120,5 @@ def _root_os_error(exc: BaseException) -> OSError | None:
 
     walk(exc)
     with_errno = [error for error in found if error.errno is not None]
-    return (with_errno or found or [None])[0]
+    candidates = with_errno or found
+    return candidates[0] if candidates else None

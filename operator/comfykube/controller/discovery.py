@@ -78,7 +78,7 @@ async def follow_service(
                 timeout_seconds=300,
             ):
                 obj = api_client.sanitize_for_serialization(event["object"])
-                name = (obj.get("metadata") or {}).get("name")
+                name = str((obj.get("metadata") or {}).get("name") or "")
                 if event["type"] == "DELETED":
                     slices.pop(name, None)
                 else:

@@ -35,7 +35,11 @@ def unfinished(status: Any, **_: Any) -> bool:
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=unfinished, cancellation_backoff=5.0, cancellation_timeout=15.0)
 async def job_daemon(
-    body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, memo: kopf.Memo, **_: Any
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    memo: kopf.Memo,
+    **_: Any,
 ) -> None:
     """Run one ImageJob to completion, or until it is deleted or the operator exits."""
     ctx: OperatorContext = memo["ctx"]
@@ -49,7 +53,9 @@ async def job_daemon(
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL)
-async def job_deleted(body: kopf.Body, logger: logging.Logger, memo: kopf.Memo, **_: Any) -> None:
+async def job_deleted(
+    body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], memo: kopf.Memo, **_: Any
+) -> None:
     """Cancel in ComfyUI and clean up storage; never blocks the finalizer for long."""
     ctx: OperatorContext = memo["ctx"]
     maintenance.forget(ctx, body)

@@ -9,7 +9,7 @@ import logging
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar, cast
 
 import urllib3
 from minio import Minio
@@ -268,7 +268,7 @@ class MinioStore:
             self._client.put_object(
                 self.bucket,
                 key,
-                reader,
+                cast(BinaryIO, reader),  # the SDK only calls read(n) on it
                 length=size,
                 content_type=content_type,
                 metadata=meta,  # type: ignore[arg-type]
