@@ -484,7 +484,7 @@ async def test_targeted_interrupt(comfyui: FakeComfyUI, client: httpx.AsyncClien
         started = time.monotonic()
         await client.post("/interrupt", json={"prompt_id": body["prompt_id"]})
         frames = await ws.until_done(body["prompt_id"])
-        assert time.monotonic() - started < 0.5  # samplers notice at once, not after 10 s
+        assert time.monotonic() - started < 3.0  # samplers notice at once, not after the 10 s run
         assert kinds(frames)[-3:] == ["execution_interrupted", "status", "executing"]
         real = next(m["json"]["data"] for m in cap(62)["messages"] if m["json"]["type"] == "execution_interrupted")
         data = frames[-3]["data"]

@@ -531,7 +531,7 @@ async def test_request_history_is_bounded_and_reactions_still_work(
     started = time.monotonic()
     for _ in range(50):
         await call(s, "GET", f"{IJ}/h1")
-    assert (time.monotonic() - started) / 50 < 0.05  # stays fast after many requests
+    assert (time.monotonic() - started) / 50 < 0.1  # stays fast after many requests (unbounded: 150+ ms)
 
 
 def test_helpers() -> None:
