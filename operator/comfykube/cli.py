@@ -204,14 +204,11 @@ async def _run_generate(spec: Any, settings: Any, name: str | None, args: argpar
     workflows.get(spec.workflow)  # unknown workflow: bad input, before any network call
     timeout = spec.timeout_seconds or settings.default_timeout_seconds
     async with ComfyClient(settings.comfyui_urls[0], timeout=settings.comfyui_request_timeout) as comfy:
-        pipeline = Pipeline(
+        pipeline = Pipeline.from_settings(
+            settings,
             comfy=comfy,
             store=make_store(settings),
             workflows=workflows,
-            presign_expiry_seconds=settings.presign_expiry_seconds,
-            health_retries=settings.comfyui_health_retries,
-            poll_interval=settings.comfyui_poll_interval,
-            lost_polls=settings.comfyui_lost_polls,
             keep_copies_in=args.output_dir if settings.minio_endpoint else None,
         )
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:

@@ -34,6 +34,7 @@ from comfykube.errors import (
     JobError,
     PromptLost,
 )
+from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
 from comfykube.types import (
     MAX_SEED,
@@ -136,6 +137,31 @@ class Pipeline:
     health_ttl: float = 10.0
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        comfy: ComfyClient,
+        store: ObjectStore,
+        workflows: WorkflowLibrary,
+        clock: Clock = REAL_CLOCK,
+        keep_copies_in: Path | None = None,
+    ) -> Pipeline:
+        """A pipeline tuned by the deployment's settings (the CLI and the operator share this)."""
+        return cls(
+            comfy=comfy,
+            store=store,
+            workflows=workflows,
+            clock=clock,
+            presign_expiry_seconds=settings.presign_expiry_seconds,
+            health_retries=settings.comfyui_health_retries,
+            poll_interval=settings.comfyui_poll_interval,
+            lost_polls=settings.comfyui_lost_polls,
+            unreachable_grace=settings.comfyui_unreachable_grace,
+            keep_copies_in=keep_copies_in,
+        )
 
     def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
         """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid."""

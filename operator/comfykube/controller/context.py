@@ -74,16 +74,8 @@ class OperatorContext:
         """The pipeline bound to one backend (clients and store are shared)."""
         if backend in self.pipelines:
             return self.pipelines[backend]
-        self.pipelines[backend] = Pipeline(
-            comfy=self.client(backend),
-            store=self.store,
-            workflows=self.workflows,
-            clock=self.clock,
-            presign_expiry_seconds=self.settings.presign_expiry_seconds,
-            health_retries=self.settings.comfyui_health_retries,
-            poll_interval=self.settings.comfyui_poll_interval,
-            lost_polls=self.settings.comfyui_lost_polls,
-            unreachable_grace=self.settings.comfyui_unreachable_grace,
+        self.pipelines[backend] = Pipeline.from_settings(
+            self.settings, comfy=self.client(backend), store=self.store, workflows=self.workflows, clock=self.clock
         )
         return self.pipelines[backend]
 

@@ -38,10 +38,6 @@ class Finished:
     url_expires_at: float | None
 
 
-def _index(ctx: OperatorContext) -> dict[tuple[str, str], Finished]:
-    return ctx.finished
-
-
 def track(ctx: OperatorContext, obj: dict[str, Any]) -> None:
     """Add or update a job in the index when it is finished (drop it otherwise)."""
     meta = obj.get("metadata") or {}
@@ -52,11 +48,11 @@ def track(ctx: OperatorContext, obj: dict[str, Any]) -> None:
     except ValueError:
         phase = Phase.PENDING
     if phase not in TERMINAL_PHASES or meta.get("deletionTimestamp"):
-        _index(ctx).pop(key, None)
+        ctx.finished.pop(key, None)
         return
     images = status.get("images") or []
     expiries = [parse_time(i.get("urlExpiresAt")) for i in images if i.get("urlExpiresAt")]
-    _index(ctx)[key] = Finished(
+    ctx.finished[key] = Finished(
         namespace=key[0],
         name=key[1],
         completed_at=parse_time(status.get("completionTime")),
@@ -69,7 +65,7 @@ def track(ctx: OperatorContext, obj: dict[str, Any]) -> None:
 def forget(ctx: OperatorContext, obj: Any) -> None:
     """Drop a job from the index (deleted)."""
     meta = obj.get("metadata") or {}
-    _index(ctx).pop((meta.get("namespace", ""), meta.get("name", "")), None)
+    ctx.finished.pop((meta.get("namespace", ""), meta.get("name", "")), None)
 
 
 async def resync(ctx: OperatorContext) -> None:
@@ -102,11 +98,11 @@ async def sweep(ctx: OperatorContext) -> None:
     """One pass over the finished jobs."""
     now = ctx.clock.now()
     expiry = ctx.settings.presign_expiry_seconds
-    for item in list(_index(ctx).values()):
+    for item in list(ctx.finished.values()):
         if item.ttl is not None and item.completed_at is not None and now >= item.completed_at + item.ttl:
             log.info("[%s/%s] deleting: finished more than %s s ago", item.namespace, item.name, item.ttl)
             await ctx.api.delete(item.namespace, item.name)
-            _index(ctx).pop((item.namespace, item.name), None)
+            ctx.finished.pop((item.namespace, item.name), None)
             continue
         if item.keys and item.url_expires_at is not None and item.url_expires_at - now < expiry * REFRESH_FRACTION:
             await refresh_urls(ctx, item)
@@ -116,7 +112,7 @@ async def refresh_urls(ctx: OperatorContext, item: Finished) -> None:
     """Presign every image of a job again and write the new URLs to its status."""
     obj = await ctx.api.get(item.namespace, item.name)
     if obj is None:
-        _index(ctx).pop((item.namespace, item.name), None)
+        ctx.finished.pop((item.namespace, item.name), None)
         return
     images = list((obj.get("status") or {}).get("images") or [])
     for image in images:
