@@ -1,4 +1,4 @@
-"""`comfykube` command line: generate, crd, operator, bot.
+"""`comfykube` command line: generate, models, crd, operator, bot, completion.
 
 Exit codes of `generate`: 0 succeeded, 1 the job failed (reason and message
 printed), 2 bad input (invalid spec, unreadable file, bad configuration).
@@ -10,7 +10,9 @@ import argparse
 import asyncio
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="comfykube", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="render one image without a cluster")
@@ -74,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where images go without MinIO; with MinIO, a local copy of each stored image goes here too",
     )
     gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
+    gen.add_argument(
+        "-o", "--output", dest="output_file", type=Path, metavar="FILE",
+        help="also write the image to this file (one image only)",
+    )
+    show_spec_defaults(gen)
+    add_models_parser(sub)
 
     sub.add_parser("crd", help="print the ImageJob CustomResourceDefinition (YAML)")
 
@@ -87,7 +96,47 @@ def build_parser() -> argparse.ArgumentParser:
     bot = sub.add_parser("bot", help="run the Discord bot")
     bot.add_argument("--health-port", type=int, default=8081, help="serves /healthz and /readyz")
     bot.add_argument("--metrics-port", type=int, default=9091, help="serves /metrics; 0 disables")
+    add_completion_parser(sub)
     return parser
+
+
+def package_version() -> str:
+    """The installed comfykube's version (pyproject's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("comfykube")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown"
+
+
+def show_spec_defaults(gen: argparse.ArgumentParser) -> None:
+    """Append each spec field's default (from the types) to its flag's help: `(default 512)`."""
+    by_flag = {FLAG_FOR_FIELD.get(attribute, attribute): info for attribute, info in ImageJobSpec.model_fields.items()}
+    for action in gen._actions:
+        info = by_flag.get(action.dest)
+        if info is None or action.dest == "prompt":
+            continue
+        text = action.help or (info.description or "").rstrip(".")
+        default = info.get_default(call_default_factory=True)
+        if default not in (None, "") and "default" not in text:
+            text = f"{text} (default {default})" if text else f"default {default}"
+        action.help = text.replace("%", "%%")
+
+
+def add_models_parser(sub: Any) -> None:
+    """`comfykube models`: what the ComfyUI offers."""
+    models = sub.add_parser("models", help="list the checkpoints, LoRAs, samplers and schedulers ComfyUI offers")
+    models.add_argument("--comfyui-url", help="ComfyUI base URL (default COMFYUI_URL, the first of several)")
+    models.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_completion_parser(sub: Any) -> None:
+    """`comfykube completion SHELL`: a completion script made from this parser."""
+    from comfykube.completion import SHELLS
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS, help="bash: source <(comfykube completion bash)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "generate":
         return _generate(args)
+    if args.command == "models":
+        return _models(args)
+    if args.command == "completion":
+        from comfykube.completion import script
+
+        sys.stdout.write(script(args.shell, build_parser()))
+        return EXIT_OK
     if args.command == "operator":
         from comfykube.controller.run import run_operator
 
@@ -150,8 +206,8 @@ def _generate(args: argparse.Namespace) -> int:
     from comfykube.settings import Settings
     from comfykube.types import parse_spec
 
+    overrides: dict[str, Any] = {}
     try:
-        overrides: dict[str, Any] = {}
         if args.comfyui_url:
             overrides["comfyui_url"] = args.comfyui_url
         if args.output_dir:
@@ -160,10 +216,12 @@ def _generate(args: argparse.Namespace) -> int:
         raw, name = spec_from_args(args)
         spec = parse_spec(raw)
     except ValidationError as exc:
-        print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_configuration(exc, overrides)
     except InvalidSpec as exc:
         return _fail(args, exc, EXIT_BAD_INPUT)
+    if args.output_file is not None and spec.batch_size > 1:
+        return _fail(args, InvalidSpec("-o/--output writes one image: use --output-dir with --batch-size > 1"),
+                     EXIT_BAD_INPUT)
     try:
         status = asyncio.run(_run_generate(spec, settings, name, args))
     except (InvalidSpec, WorkflowError) as exc:
@@ -173,13 +231,82 @@ def _generate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("comfykube: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    if args.output_file is not None:
+        _write_output(status, settings, args)
     if args.json:
         print(json.dumps(status.wire(), indent=2))
     else:
+        print(f"seed {status.seed}")
         for image in status.images:
             print(f"{image.key}  {image.bytes} bytes  sha256 {image.sha256}")
             print(f"  {image.url}")
+        if args.output_file is not None:
+            print(f"written to {args.output_file}")
     return EXIT_OK
+
+
+#: Flags that set a configuration value, for error messages that name what the user typed.
+CONFIG_FLAGS = {"comfyui_url": "--comfyui-url", "output_dir": "--output-dir"}
+
+
+def _bad_configuration(exc: ValidationError, flags_given: Any = ()) -> int:
+    """One line naming the flag (for values given as flags) or the environment variable."""
+    from comfykube.settings import describe_settings_error
+
+    flags = {field: flag for field, flag in CONFIG_FLAGS.items() if field in flags_given}
+    print(f"comfykube: bad configuration: {describe_settings_error(exc, flags)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _copies_dir(settings: Any, args: argparse.Namespace) -> Path | None:
+    """Where the pipeline keeps local copies: --output-dir, or a scratch one for -o, with MinIO."""
+    if not settings.minio_endpoint:
+        return None  # the local store already holds the files
+    if args.output_dir:
+        return Path(args.output_dir)
+    if args.output_file is not None:
+        args.scratch = tempfile.TemporaryDirectory(prefix="comfykube-")
+        return Path(args.scratch.name)
+    return None
+
+
+def _write_output(status: Any, settings: Any, args: argparse.Namespace) -> None:
+    """Copy the one stored (and verified) image to `-o PATH`."""
+    (image,) = status.images
+    scratch = getattr(args, "scratch", None)
+    base = Path(scratch.name) if scratch else _copies_dir(settings, args) or settings.output_dir
+    args.output_file.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(base / image.key, args.output_file)
+    if scratch:
+        scratch.cleanup()
+
+
+def _models(args: argparse.Namespace) -> int:
+    from comfykube.settings import Settings
+
+    overrides = {"comfyui_url": args.comfyui_url} if args.comfyui_url else {}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        return _bad_configuration(exc, overrides)
+    try:
+        catalog = asyncio.run(_read_catalog(settings.comfyui_urls[0], settings.comfyui_request_timeout))
+    except JobError as exc:
+        print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(catalog.wire(), indent=2))
+    else:
+        sys.stdout.write(catalog.text())
+    return EXIT_OK
+
+
+async def _read_catalog(url: str, request_timeout: float) -> Any:
+    from comfykube.catalog import read_catalog
+    from comfykube.comfyui.client import ComfyClient
+
+    async with ComfyClient(url, timeout=request_timeout) as comfy:
+        return await read_catalog(comfy)
 
 
 def _fail(args: argparse.Namespace, error: JobError, code: int) -> int:
@@ -209,7 +336,7 @@ async def _run_generate(spec: Any, settings: Any, name: str | None, args: argpar
             comfy=comfy,
             store=make_store(settings),
             workflows=workflows,
-            keep_copies_in=args.output_dir if settings.minio_endpoint else None,
+            keep_copies_in=_copies_dir(settings, args),
         )
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
             status = await pipeline.run(

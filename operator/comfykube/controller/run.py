@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
-from comfykube.settings import Settings
+from comfykube.settings import Settings, describe_settings_error
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def run_operator(
     try:
         Settings()
     except ValidationError as exc:  # fail at start, naming the variable, not at the first job
-        print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
+        print(f"comfykube operator: bad configuration: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     if not namespaces and not all_namespaces:
         namespaces = ["default"]
