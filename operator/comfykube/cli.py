@@ -96,8 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     bot = sub.add_parser("bot", help="run the Discord bot")
     bot.add_argument("--health-port", type=int, default=8081, help="serves /healthz and /readyz")
     bot.add_argument("--metrics-port", type=int, default=9091, help="serves /metrics; 0 disables")
+    add_fetch_models_parser(sub)
     add_completion_parser(sub)
     return parser
+
+
+def add_fetch_models_parser(sub: Any) -> None:
+    """`comfykube fetch-models`: the chart's initContainer that fills the ComfyUI models volume."""
+    fetch = sub.add_parser("fetch-models", help="download listed models (sha256-checked, resumable) into a folder")
+    fetch.add_argument("--manifest", type=Path, required=True, help="JSON list of {path, sha256, url|urlSecretKey}")
+    fetch.add_argument("--dest", type=Path, required=True, help="the models folder, e.g. /models")
+    fetch.add_argument("--secrets-dir", type=Path, help="mounted Secret with private URLs and headers")
+    fetch.add_argument("--attempts", type=int, default=5, help="tries per file, each resuming the last")
+    fetch.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a try breaks off")
 
 
 def package_version() -> str:
@@ -157,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "fetch-models":
+        from comfykube.fetch_models import fetch_models
+
+        return fetch_models(args.manifest, args.dest, secrets_dir=args.secrets_dir, timeout=args.timeout,
+                            attempts=args.attempts, log=lambda line: print(line, flush=True))
     if args.command == "completion":
         from comfykube.completion import script
 
