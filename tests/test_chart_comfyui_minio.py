@@ -91,7 +91,8 @@ def test_comfyui_pod_readiness_models_and_security(chart: helm.Chart) -> None:  
     # The fetcher is the comfykube image, locked down like the operator.
     (fetch,) = pod["initContainers"]
     operator = container(deployment(docs, "operator"))
-    assert fetch["image"] == operator["image"] and fetch["securityContext"] == operator["securityContext"]
+    assert fetch["image"] == operator["image"]
+    assert fetch["securityContext"] == {**operator["securityContext"], "runAsUser": 10001, "runAsGroup": 10001}
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
     assert fetch["args"][0] == "fetch-models"
     mounts = {m["name"]: m["mountPath"] for m in fetch["volumeMounts"]}
