@@ -293,8 +293,10 @@ class Pipeline:
                     return state.entry, max(submissions, 1)
                 if state.phase is PromptPhase.UNKNOWN:
                     if submissions >= MAX_SUBMISSIONS:
+                        # The resubmissions are used up: another try would only wait for the deadline.
                         raise PromptLost(
-                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
+                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times",
+                            retryable=False,
                         )
                     if submissions:
                         log.warning("%s: ComfyUI lost prompt %s; submitting it again once", job, pid)
@@ -326,9 +328,12 @@ class Pipeline:
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
                     )
-                except PromptLost:
+                except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:
-                        raise
+                        raise PromptLost(
+                            f"{exc.message}; it was submitted {submissions} times, the most allowed",
+                            retryable=False,
+                        ) from None
                     continue  # next round submits it again, once
                 if "running" in timing:
                     metrics.EXECUTION.observe(time.monotonic() - timing["running"])
