@@ -17,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-from comfykube import metrics
-from comfykube.clock import REAL_CLOCK, Clock
+from comfykube import metrics, tempfiles
+from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
@@ -295,8 +293,10 @@ class Pipeline:
                     return state.entry, max(submissions, 1)
                 if state.phase is PromptPhase.UNKNOWN:
                     if submissions >= MAX_SUBMISSIONS:
+                        # The resubmissions are used up: another try would only wait for the deadline.
                         raise PromptLost(
-                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
+                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times",
+                            retryable=False,
                         )
                     if submissions:
                         log.warning("%s: ComfyUI lost prompt %s; submitting it again once", job, pid)
@@ -328,9 +328,12 @@ class Pipeline:
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
                     )
-                except PromptLost:
+                except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:
-                        raise
+                        raise PromptLost(
+                            f"{exc.message}; it was submitted {submissions} times, the most allowed",
+                            retryable=False,
+                        ) from None
                     continue  # next round submits it again, once
                 if "running" in timing:
                     metrics.EXECUTION.observe(time.monotonic() - timing["running"])
@@ -346,7 +349,7 @@ class Pipeline:
                 f"expected {spec.batch_size} image(s) from ComfyUI, got {len(outputs)}"
             )
         stored: list[StoredImage] = []
-        with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
+        with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
                 downloaded = await self.comfy.download(
@@ -403,27 +406,14 @@ class Pipeline:
             log.info("%s: could not delete history entry: %s", job, exc)
 
 
-def rfc3339(moment: datetime) -> str:
-    """`2026-11-29T10:00:00Z`: the timestamp format Kubernetes uses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def failed_status(error: JobError, *, clock: Clock, **fields: object) -> ImageJobStatus:
+    """A terminal status for a failure: Failed, or Cancelled for a cancellation.
 
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 → epoch seconds (None stays None)."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def now_rfc3339(clock: Clock = REAL_CLOCK) -> str:
-    """The clock's now, as RFC 3339."""
-    return rfc3339(datetime.fromtimestamp(clock.now(), UTC))
-
-
-def failed_status(error: JobError, **fields: object) -> ImageJobStatus:
-    """A terminal status for a failure: Failed, or Cancelled for a cancellation."""
+    `fields` are what was known when it failed (prompt id, seed, backend, submissions,
+    start time): a failure reports them as a success would.
+    """
     phase = Phase.CANCELLED if error.reason == "Cancelled" else Phase.FAILED
     return ImageJobStatus.model_validate(
-        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339()}
+        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339(clock)}
         | {k: v for k, v in fields.items() if v is not None}
     )

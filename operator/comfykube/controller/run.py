@@ -11,6 +11,7 @@ import kopf
 from aiohttp import web
 from pydantic import ValidationError
 
+from comfykube import tempfiles
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
@@ -41,6 +42,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
+    await asyncio.to_thread(tempfiles.sweep)  # downloads a killed operator left behind
     ctx = await OperatorContext.create(Settings())
     ctx.namespaces = _state.get("namespaces")
     memo["ctx"] = ctx
