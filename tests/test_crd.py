@@ -122,6 +122,7 @@ def test_printer_columns() -> None:
         ("Images", ".status.imageCount", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Seed", ".status.seed", 1),
+        ("Model", ".status.model", 1),
         ("URL", ".status.url", 1),
         ("Prompt", ".spec.prompt", 1),
     ]

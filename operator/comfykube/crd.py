@@ -238,6 +238,13 @@ def printer_columns() -> list[dict[str, Any]]:
             "description": "Seed actually used.",
         },
         {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".status.model",
+            "priority": 1,
+            "description": "Checkpoint actually used.",
+        },
+        {
             "name": "URL",
             "type": "string",
             "jsonPath": ".status.url",

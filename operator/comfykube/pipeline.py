@@ -23,13 +23,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comfykube import metrics, tempfiles
+from comfykube.checkpoint_rules import CheckpointRules
 from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
+    InvalidSpec,
     JobError,
+    PreflightFailed,
     PromptLost,
 )
 from comfykube.settings import Settings
@@ -133,6 +136,8 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Which checkpoints may be used, and which are never picked as a fallback.
+    checkpoint_rules: CheckpointRules = field(default_factory=CheckpointRules)
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
 
@@ -159,6 +164,9 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            checkpoint_rules=CheckpointRules.of(
+                settings.checkpoint_allow, settings.checkpoint_deny, settings.checkpoint_restricted
+            ),
         )
 
     def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
@@ -192,9 +200,17 @@ class Pipeline:
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
 
+        if spec.model is not None:
+            refusal = self.checkpoint_rules.refusal(spec.model)
+            if refusal is not None:
+                raise InvalidSpec(f"spec.model: {refusal}")
         await self.check_health()
         if spec.model is None and rendered.checkpoint is not None:
             rendered = await self._installed_default(spec, job, resume, rendered)
+        if rendered.checkpoint is not None and spec.model is None:
+            refusal = self.checkpoint_rules.refusal(rendered.checkpoint)
+            if refusal is not None:
+                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
         await self.comfy.preflight(
             checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
         )
@@ -220,6 +236,7 @@ class Pipeline:
             prompt_id=job.prompt_id,
             backend=backend,
             seed=seed,
+            model=rendered.checkpoint,
             submissions=submissions,
             images=images,
             image_count=len(images),
@@ -237,13 +254,21 @@ class Pipeline:
         """No model asked for and the workflow's default is not installed: use one that is.
 
         A spec that names no model means "whatever this ComfyUI has", as ComfyUI's own UI
-        does; a model the spec names is never swapped (preflight refuses it instead).
+        does; a model the spec names is never swapped (preflight refuses it instead). A
+        checkpoint the deployment restricts (e.g. NSFW ones) or refuses is never picked.
         """
         installed = await self.comfy.checkpoints(fresh=False)
         if not installed or rendered.checkpoint in installed:
             return rendered
-        log.info("%s: checkpoint %s is not installed; using %s", job, rendered.checkpoint, installed[0])
-        return self.prepare(spec.model_copy(update={"model": installed[0]}), job, resume)
+        candidates = self.checkpoint_rules.fallbacks(installed)
+        if not candidates:
+            raise PreflightFailed(
+                f"the workflow's default checkpoint {rendered.checkpoint!r} is not installed and none of the "
+                f"installed ones ({', '.join(installed)}) may be picked automatically (CHECKPOINT_RESTRICTED, "
+                "CHECKPOINT_DENY, CHECKPOINT_ALLOW); name one in spec.model"
+            )
+        log.info("%s: checkpoint %s is not installed; using %s", job, rendered.checkpoint, candidates[0])
+        return self.prepare(spec.model_copy(update={"model": candidates[0]}), job, resume)
 
     async def check_health(self) -> None:
         """Health-check ComfyUI (with retries) unless a recent check passed."""

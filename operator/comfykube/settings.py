@@ -6,11 +6,13 @@ instead of failing the first job minutes later.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfykube.types import MAX_PRESIGN_SECONDS
 
@@ -24,6 +26,10 @@ def _shipped_workflows() -> Path:
 
 #: Where the workflows shipped with the package live (repo checkout or installed data).
 DEFAULT_WORKFLOWS_DIR = _shipped_workflows()
+
+
+#: A list read from one variable: comma-separated text or a JSON array.
+GlobList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -84,6 +90,22 @@ class Settings(BaseSettings):
     comfyui_discovery_port: int = Field(default=8188, ge=1, le=65535, description="Port when slices name none.")
     backend_check_interval: float = Field(default=5.0, gt=0, description="Seconds between backend health checks.")
 
+    checkpoint_allow: GlobList = Field(
+        default_factory=list, description="Checkpoint globs jobs may use (empty: any); others are refused."
+    )
+    checkpoint_deny: GlobList = Field(
+        default_factory=list, description="Checkpoint globs never used; a spec naming one is refused."
+    )
+    checkpoint_restricted: GlobList = Field(
+        default_factory=list,
+        description="Checkpoint globs used only when a spec names them, never as a fallback (e.g. NSFW ones).",
+    )
+
+    @field_validator("checkpoint_allow", "checkpoint_deny", "checkpoint_restricted", mode="before")
+    @classmethod
+    def _glob_list(cls, value: Any) -> list[str]:
+        return split_list(value)
+
     @field_validator("comfyui_url")
     @classmethod
     def _urls_are_absolute(cls, value: str) -> str:
@@ -110,3 +132,18 @@ class Settings(BaseSettings):
 def split_urls(value: str) -> list[str]:
     """`"http://a:8188/, http://b:8188"` → `["http://a:8188", "http://b:8188"]`."""
     return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+
+
+def split_list(value: Any) -> list[str]:
+    """`"a*, b"` → `["a*", "b"]`; a JSON array is read as one; lists pass through."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | set | frozenset):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    if text.startswith("["):
+        parsed = json.loads(text)
+        if not isinstance(parsed, list):
+            raise ValueError("expected a JSON array")
+        return [str(v).strip() for v in parsed if str(v).strip()]
+    return [part.strip() for part in text.split(",") if part.strip()]

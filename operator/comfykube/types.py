@@ -227,6 +227,9 @@ class ImageJobStatus(_Model):
     prompt_id: str | None = Field(default=None, description="ComfyUI prompt id (the ImageJob uid).")
     backend: str | None = Field(default=None, description="ComfyUI backend that ran the job.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed actually used.")
+    model: str | None = Field(
+        default=None, max_length=255, description="Checkpoint actually used (a fallback when the default is missing)."
+    )
     progress: Progress | None = None
     progress_text: str | None = Field(
         default=None, description="Steps done/total for `kubectl get`, e.g. 12/20 (mirrors progress)."

@@ -261,7 +261,11 @@ async def _cancel_quietly(
     """Cancel the prompt in ComfyUI if it was submitted; log, never raise."""
     if not writer.status.submissions:
         return
-    backend = writer.status.backend or ctx.default_backend()
+    recorded = writer.status.backend
+    backend = ctx.default_backend() if recorded is None else ctx.pool_backend(recorded)
+    if backend is None:
+        log.warning("not cancelling prompt %s: status.backend %r is not in the pool", job.prompt_id, recorded)
+        return
     try:
         await ctx.client(backend).cancel(job.prompt_id)
     except Exception as exc:  # best effort: the deadline failure is what matters
