@@ -12,7 +12,16 @@ import enum
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "comfykube.dev"
@@ -35,6 +44,14 @@ WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # Checkpoint file names as ComfyUI lists them (may contain a subfolder and spaces).
 MODEL_NAME_PATTERN = r"^[^\x00-\x1f/\\][^\x00-\x1f\\]{0,254}$"
 DISCORD_ID_PATTERN = r"^[0-9]{15,21}$"
+#: spec.inputs: how many parameters one job may set, and the longest string value.
+MAX_INPUTS = 64
+MAX_INPUT_STRING = 4000
+#: spec.graph: most nodes a raw graph may have.
+MAX_GRAPH_NODES = 1000
+
+#: One value of spec.inputs: a scalar (the workflow's parameter says which type).
+InputValue = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_INPUT_STRING)]
 
 
 class Phase(enum.StrEnum):
@@ -177,6 +194,27 @@ class ImageJobSpec(_Model):
     ] = None
     output: OutputSpec | None = Field(default=None, description="What happens to the stored images.")
     notify: Notify | None = Field(default=None, description="Where to announce the result.")
+    # --- workflow inputs (issue #10): parameters and a raw graph; kept together for merges.
+    inputs: Annotated[
+        dict[str, InputValue] | None,
+        Field(
+            max_length=MAX_INPUTS,
+            description=(
+                "The workflow's own parameters, name → scalar (see `comfykube workflows NAME`); "
+                "checked against the workflow by the operator."
+            ),
+        ),
+    ] = None
+    graph: Annotated[
+        dict[str, Any] | None,
+        Field(
+            max_length=MAX_GRAPH_NODES,
+            description=(
+                "A raw ComfyUI API-format graph instead of a workflow; accepted only when the "
+                "deployment sets ALLOW_RAW_GRAPHS=true."
+            ),
+        ),
+    ] = None
 
     @field_validator("prompt")
     @classmethod
