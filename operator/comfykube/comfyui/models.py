@@ -34,6 +34,20 @@ class OutputImage:
 
 
 @dataclass(frozen=True)
+class UploadedImage:
+    """What `/upload/image` answered: where ComfyUI stored the file (it may rename it)."""
+
+    name: str
+    subfolder: str = ""
+    type: str = "input"
+
+    @property
+    def load_name(self) -> str:
+        """The value for LoadImage's `image` input: `subfolder/name` (capture 87)."""
+        return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """A finished prompt as `/history/{id}` reports it.
 
