@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfykube.types import OutputKind
+
 
 @dataclass(frozen=True)
 class OutputImage:
@@ -22,6 +24,8 @@ class OutputImage:
     subfolder: str = ""
     type: str = "output"
     node_id: str = ""
+    #: Which list of the node's output named it: `images`, `gifs` (VideoHelperSuite), `videos`, `audio`.
+    listed_under: str = field(default="images", compare=False)
 
     @property
     def is_output(self) -> bool:
@@ -208,7 +212,7 @@ ProgressCallback = Callable[[ProgressUpdate], Awaitable[None] | None]
 
 @dataclass(frozen=True)
 class DownloadedImage:
-    """An output image fetched and checked; `path` is a file in the caller's `dest_dir`.
+    """An output file (picture, animation, video, sound) fetched and checked; `path` is in `dest_dir`.
 
     The caller owns the file (uploads it, then deletes it).
     """
@@ -217,6 +221,8 @@ class DownloadedImage:
     bytes: int
     sha256: str
     content_type: str
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     source: OutputImage = field(compare=False)
+    kind: OutputKind = OutputKind.IMAGE
+    frames: int | None = None
