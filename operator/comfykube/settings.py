@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     extra_workflows_dir: Path | None = Field(
         default=None, description="More workflows (e.g. a mounted ConfigMap); same names override."
     )
+    allow_raw_graphs: bool = Field(
+        default=False,
+        description="Accept spec.graph (any API-format graph; it can run any node installed on ComfyUI).",
+    )
     default_timeout_seconds: int = Field(
         default=600, ge=1, description="Job deadline when spec.timeoutSeconds is not set."
     )

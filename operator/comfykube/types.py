@@ -11,7 +11,17 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "comfykube.dev"
@@ -45,6 +55,14 @@ MAX_INPUT_IMAGES = 8
 MAX_OUTPUTS = 32
 #: CEL: an input image names exactly one source.
 ONE_SOURCE_RULE = "(has(self.url) ? 1 : 0) + (has(self.s3Key) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1"
+#: spec.inputs: how many parameters one job may set, and the longest string value.
+MAX_INPUTS = 64
+MAX_INPUT_STRING = 4000
+#: spec.graph: most nodes a raw graph may have.
+MAX_GRAPH_NODES = 1000
+
+#: One value of spec.inputs: a scalar (the workflow's parameter says which type).
+InputValue = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_INPUT_STRING)]
 
 
 class Phase(enum.StrEnum):
@@ -259,6 +277,27 @@ class ImageJobSpec(_Model):
     )
     output: OutputSpec | None = Field(default=None, description="What happens to the stored images.")
     notify: Notify | None = Field(default=None, description="Where to announce the result.")
+    # --- workflow inputs (issue #10): parameters and a raw graph; kept together for merges.
+    inputs: Annotated[
+        dict[str, InputValue] | None,
+        Field(
+            max_length=MAX_INPUTS,
+            description=(
+                "The workflow's own parameters, name → scalar (see `comfykube workflows NAME`); "
+                "checked against the workflow by the operator."
+            ),
+        ),
+    ] = None
+    graph: Annotated[
+        dict[str, Any] | None,
+        Field(
+            max_length=MAX_GRAPH_NODES,
+            description=(
+                "A raw ComfyUI API-format graph instead of a workflow; accepted only when the "
+                "deployment sets ALLOW_RAW_GRAPHS=true."
+            ),
+        ),
+    ] = None
 
     @field_validator("images")
     @classmethod
