@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfykube.types import MAX_PRESIGN_SECONDS
+
+if TYPE_CHECKING:
+    from comfykube.inputs.prepare import InputLimits
 
 
 def _shipped_workflows() -> Path:
@@ -110,6 +113,19 @@ class Settings(BaseSettings):
     def _glob_list(cls, value: Any) -> list[str]:
         return split_list(value)
 
+    input_image_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest input image (spec.images) accepted, in bytes."
+    )
+    input_image_max_pixels: int = Field(
+        default=4096 * 4096, ge=64 * 64, description="Largest input image accepted, in pixels (width x height)."
+    )
+    input_url_allow_private: bool = Field(
+        default=False,
+        description="Let input URLs reach loopback, private, link-local and metadata addresses (trusted setups).",
+    )
+    input_url_timeout_seconds: float = Field(default=30.0, gt=0, description="Seconds for one input URL request.")
+    input_url_max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects followed per input URL.")
+
     @field_validator("comfyui_url")
     @classmethod
     def _urls_are_absolute(cls, value: str) -> str:
@@ -126,6 +142,18 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("MINIO_PUBLIC_ENDPOINT must be a URL such as https://images.example.com")
         return value
+
+    def input_limits(self) -> InputLimits:
+        """The input image rules the pipeline applies."""
+        from comfykube.inputs.prepare import InputLimits
+
+        return InputLimits(
+            max_bytes=self.input_image_max_bytes,
+            max_pixels=self.input_image_max_pixels,
+            allow_private=self.input_url_allow_private,
+            url_timeout=self.input_url_timeout_seconds,
+            max_redirects=self.input_url_max_redirects,
+        )
 
     @property
     def comfyui_urls(self) -> list[str]:
