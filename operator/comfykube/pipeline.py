@@ -36,6 +36,7 @@ from comfykube.errors import (
 )
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
     MAX_SEED,
     ImageJobSpec,
@@ -384,6 +385,8 @@ class Pipeline:
             },
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
+        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
         return StoredImage(
             key=key,
             bytes=image.bytes,
@@ -393,6 +396,7 @@ class Pipeline:
             height=image.height,
             url=url,
             url_expires_at=rfc3339(expires_at) if expires_at else None,
+            thumbnail_key=thumb,
         )
 
     async def release(self, job: JobIdentity) -> None:
