@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Where the user the request is served for is kept (`request[USER]`), for the page header.
-USER = "comfykube_web.user"
+USER: web.RequestKey[str] = web.RequestKey("comfykube_web.user", str)
 REALM = 'Basic realm="comfykube gallery", charset="UTF-8"'
 
 
