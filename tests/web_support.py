@@ -10,12 +10,17 @@ import asyncio
 import contextlib
 import hashlib
 import io
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kmock
 import yaml
 from aiohttp import web
@@ -128,3 +133,51 @@ def succeeded(images: list[dict[str, Any]], seed: int = 42) -> dict[str, Any]:
             "seed": seed, "images": images, "imageCount": len(images), "backend": "http://comfyui:8188",
             "progress": {"value": 4, "max": 4}, "progressText": "4/4",
             "startTime": "2026-12-01T10:00:00Z", "completionTime": "2026-12-01T10:00:09Z"}
+
+
+class WebProcess:
+    """`comfykube web` in a subprocess, with the environment a deployment would give it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        from tests.harness import free_port
+
+        self.port = free_port()
+        self.health_port = free_port()
+        self.env = dict(env, WEB_PORT=str(self.port), WEB_HEALTH_PORT=str(self.health_port), PYTHONUNBUFFERED="1")
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WebProcess:
+        from tests.harness import wait_until
+
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "comfykube.cli", "web"], env=self.env, cwd=REPO,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_until(self.ready, timeout=60, what="comfykube web /readyz")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"comfykube web exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.health_port}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""

@@ -86,7 +86,7 @@ class Streams:
                 if cards is None:
                     await response.write(f"id: {since}\nevent: reset\ndata: {{}}\n\n".encode())
                 elif cards:
-                    data = json.dumps({"seq": since, "jobs": cards}, separators=(",", ":"))
+                    data = json.dumps({"seq": since, "total": len(self.index), "jobs": cards}, separators=(",", ":"))
                     await response.write(f"id: {since}\nevent: jobs\ndata: {data}\n\n".encode())
                     self.sent += 1
                 await asyncio.sleep(self.interval)

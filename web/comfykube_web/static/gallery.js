@@ -77,7 +77,7 @@
       } catch (e) {
         return;
       }
-      if (data && Array.isArray(data.jobs)) onJobs(data.jobs);
+      if (data && Array.isArray(data.jobs)) onJobs(data.jobs, data);
     });
     return source;
   }
@@ -106,7 +106,9 @@
       if (empty) empty.remove();
     }
 
-    connect(body.dataset.stream, (jobs) => {
+    const count = document.getElementById("count");
+    connect(body.dataset.stream, (jobs, data) => {
+      if (count && Number.isInteger(data.total)) count.textContent = data.total + (data.total === 1 ? " job" : " jobs");
       for (const job of jobs) {
         if (typeof job.key !== "string") continue;
         const card = cards.get(job.key);
