@@ -224,3 +224,16 @@ def test_schema_refuses_bad_web_values(chart: helm.Chart, override: dict[str, An
 @pytest.mark.parametrize("scenario", WEB_SCENARIOS)
 def test_schema_accepts_the_web_scenarios(chart: helm.Chart, scenario: str) -> None:
     chart.validate_schema(WEB_SCENARIOS[scenario])
+
+
+def test_the_image_ships_the_gallery_and_exposes_its_ports() -> None:
+    from tests.test_dockerfile import INSTRUCTIONS, final_stage, is_ignored
+
+    copies = [ins.args.split() for ins in INSTRUCTIONS if ins.keyword == "COPY" and "--from" not in ins.args]
+    assert ["web/", "web/"] in copies
+    for kept in ("web/comfykube_web/app.py", "web/comfykube_web/templates/grid.html",
+                 "web/comfykube_web/static/gallery.js"):
+        assert not is_ignored(kept), kept
+    exposed = {int(p.split("/")[0]) for ins in final_stage() if ins.keyword == "EXPOSE" for p in ins.args.split()}
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert {values["web"]["port"], values["web"]["healthPort"]} <= exposed
