@@ -461,3 +461,32 @@ async def test_the_gallery_never_writes_to_the_cluster(kube_api_inprocess: Any, 
                 assert (await http.request(method, gallery.url + "/jobs/default/fox")).status_code == 405
         methods = {getattr(request.method, "value", request.method) for request in fake._requests}
         assert methods and {str(m).upper() for m in methods} <= {"GET"}, methods
+
+
+async def test_cards_and_links_are_built_once_and_shared(tmp_path: Path) -> None:
+    from comfykube.storage import LocalStore
+    from comfykube_web.cards import CardCache
+    from comfykube_web.links import Links
+
+    class CountingStore(LocalStore):
+        calls = 0
+
+        async def presign(self, key: str, expires_seconds: int) -> tuple[str, Any]:
+            CountingStore.calls += 1
+            return await super().presign(key, expires_seconds)  # file:// — not usable by a browser
+
+    links = Links(CountingStore(tmp_path), 3600)
+    index = JobIndex()
+    job = JobView.from_obj({"metadata": {"name": "a", "namespace": "ns", "uid": "u"}, "spec": {"prompt": "x"},
+                            "status": {"phase": "Succeeded", "images": [
+                                {"key": "ns/a/u/0.png", "bytes": 1, "sha256": "a" * 64, "contentType": "image/png"}]}})
+    index.upsert(job)
+    cache = CardCache(links, index)
+    first, text = await cache.get(job)
+    assert (await cache.get(job))[0] is first and json.loads(text)["key"] == "ns/a"
+    assert first["thumb"] is None  # a file:// URL is never handed to a browser
+    await links.url("ns/a/u/0.png")
+    assert CountingStore.calls == 1  # the failure is remembered, not retried per card
+    changed = JobView.from_obj({"metadata": {"name": "a", "namespace": "ns", "uid": "u"}, "spec": {"prompt": "y"}})
+    index.upsert(changed)
+    assert (await cache.get(changed))[0]["prompt"] == "y"

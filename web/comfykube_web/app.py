@@ -20,6 +20,7 @@ from comfykube.kube import KubeApi
 from comfykube.settings import Settings
 from comfykube.storage import MinioStore, ObjectStore, make_store
 from comfykube_web.auth import Authenticator
+from comfykube_web.cards import CardCache
 from comfykube_web.feed import Feed
 from comfykube_web.index import JobIndex
 from comfykube_web.links import Links, origin_of
@@ -60,8 +61,9 @@ def build_app(settings: WebSettings, kube: KubeApi, store: ObjectStore, presign_
     index = JobIndex()
     links = Links(store, presign_seconds)
     feed = Feed(kube, index, settings.watched)
-    streams = Streams(index, links, interval=settings.update_interval, limit=settings.max_streams)
-    views = Views(settings=settings, index=index, links=links, kube=kube, templates=make_templates())
+    cards = CardCache(links, index)
+    streams = Streams(index, cards, interval=settings.update_interval, limit=settings.max_streams)
+    views = Views(settings=settings, index=index, links=links, kube=kube, templates=make_templates(), cards=cards)
     app = web.Application(middlewares=[Authenticator(settings).middleware])
     app[PARTS] = Parts(settings, index, feed, links, streams, views)
     app.on_response_prepare.append(header_setter(image_origins(store)))

@@ -7,8 +7,11 @@ script inserts them with `textContent`.
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
+from comfykube_web.index import JobIndex
 from comfykube_web.jobs import JobView
 from comfykube_web.links import Links
 
@@ -42,6 +45,38 @@ async def card(job: JobView, links: Links) -> dict[str, Any]:
     }
 
 
+class CardCache:
+    """Cards built once per job version and shared by every page and stream that shows it.
+
+    A hundred browsers watching fifty running jobs then cost fifty cards per change, not
+    five thousand. An entry is rebuilt when the job changed (another `JobView` object) or
+    when its URL would no longer be the one `Links` hands out.
+    """
+
+    def __init__(self, links: Links, index: JobIndex) -> None:
+        self.links = links
+        self.index = index
+        self._cards: dict[str, tuple[JobView, float, dict[str, Any], str]] = {}
+
+    async def get(self, job: JobView) -> tuple[dict[str, Any], str]:
+        """(card, its JSON) for the job."""
+        now = time.monotonic()
+        hit = self._cards.get(job.key)
+        if hit is not None and hit[0] is job and now - hit[1] < self.links.reuse_seconds / 2:
+            return hit[2], hit[3]
+        built = await card(job, self.links)
+        text = json.dumps(built, separators=(",", ":"))
+        self._cards[job.key] = (job, now, built, text)
+        if len(self._cards) > 2 * len(self.index) + 100:  # deleted jobs nobody streamed: drop them
+            for key in [k for k in self._cards if self.index.get(k) is None]:
+                del self._cards[key]
+        return built, text
+
+    def forget(self, key: str) -> None:
+        """Drop a deleted job's card."""
+        self._cards.pop(key, None)
+
+
 #: An empty card: the `<template>` that gallery.js clones for jobs that appear while the page is open.
 BLANK: dict[str, Any] = {
     "key": "", "namespace": "", "name": "", "path": "/", "prompt": "", "workflow": "", "phase": "Pending",
@@ -50,4 +85,4 @@ BLANK: dict[str, Any] = {
     "thumb": None, "deleting": False,
 }
 
-__all__ = ["BLANK", "card"]
+__all__ = ["BLANK", "CardCache", "card"]

@@ -123,6 +123,7 @@ class JobIndex:
         self._changed = asyncio.Event()
         #: True once the first list has been loaded (readiness).
         self.synced = False
+        self._choices: tuple[int, dict[str, list[tuple[str, str]]]] | None = None
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -243,6 +244,8 @@ class JobIndex:
 
     def choices(self) -> dict[str, list[tuple[str, str]]]:
         """Values for the filter menus: (value, label) for requesters, workflows, namespaces, phases."""
+        if self._choices is not None and self._choices[0] == self.seq:
+            return self._choices[1]
         requesters: dict[str, str] = {}
         workflows: set[str] = set()
         namespaces: set[str] = set()
@@ -250,12 +253,14 @@ class JobIndex:
             requesters[job.requester.key] = job.requester.label
             workflows.add(job.workflow)
             namespaces.add(job.namespace)
-        return {
+        result = {
             "phase": [(p.value, p.value) for p in Phase],
             "requester": sorted(requesters.items(), key=lambda item: item[1]),
             "workflow": [(w, w) for w in sorted(workflows)],
             "namespace": [(n, n) for n in sorted(namespaces)],
         }
+        self._choices = (self.seq, result)
+        return result
 
 
 __all__ = ["Filters", "JobIndex", "Page", "decode_cursor", "encode_cursor"]

@@ -18,6 +18,8 @@ from comfykube.types import StoredImage
 
 #: Signed URLs kept for reuse (LRU).
 CACHE_SIZE = 20_000
+#: A key that could not be signed is not tried again for this long (a dead S3 is not hammered per card).
+FAILURE_SECONDS = 30.0
 
 
 class Links:
@@ -26,6 +28,8 @@ class Links:
     def __init__(self, store: ObjectStore, expiry_seconds: int) -> None:
         self.store = store
         self.expiry = expiry_seconds
+        #: How long a URL is handed out again (and so how long anything built from one may be kept).
+        self.reuse_seconds = expiry_seconds / 2
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def url(self, key: str | None) -> str | None:
@@ -36,15 +40,17 @@ class Links:
         cached = self._cache.get(key)
         if cached is not None and cached[1] > now:
             self._cache.move_to_end(key)
-            return cached[0]
+            return cached[0] or None
         try:
             check_key(key)
             url, _ = await self.store.presign(key, self.expiry)
         except (JobError, ValueError, OSError):
-            return None
+            url = ""
         if not url.startswith(("https://", "http://")):
-            return None  # a local store's file:// URL is no use to a browser
-        self._cache[key] = (url, now + self.expiry / 2)
+            # Unsignable, or a local store's file:// URL (no use to a browser): remembered briefly.
+            self._cache[key] = ("", now + FAILURE_SECONDS)
+            return None
+        self._cache[key] = (url, now + self.reuse_seconds)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return url

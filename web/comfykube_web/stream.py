@@ -16,13 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 from aiohttp import web
 
-from comfykube_web.cards import card
+from comfykube_web.cards import CardCache
 from comfykube_web.index import Filters, JobIndex
-from comfykube_web.links import Links
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +38,30 @@ def _since(request: web.Request, index: JobIndex) -> int:
 class Streams:
     """The SSE endpoint and the count of open streams (bounded)."""
 
-    def __init__(self, index: JobIndex, links: Links, *, interval: float, limit: int) -> None:
+    def __init__(self, index: JobIndex, cards: CardCache, *, interval: float, limit: int) -> None:
         self.index = index
-        self.links = links
+        self.cards = cards
         self.interval = interval
         self.limit = limit
         self.open = 0
         #: Messages sent, for the benchmark and tests.
         self.sent = 0
 
-    async def batch(self, since: int, filters: Filters, only: str | None) -> tuple[int, list[dict[str, Any]] | None]:
-        """(new seq, cards or gone-markers) for changes after `since`; None means reset."""
+    async def batch(self, since: int, filters: Filters, only: str | None) -> tuple[int, list[str] | None]:
+        """(new seq, JSON of cards or gone-markers) for changes after `since`; None means reset."""
         seq, changes, reset = self.index.changes_since(since)
         if reset:
             return seq, None
-        out: list[dict[str, Any]] = []
+        out: list[str] = []
         for key, job in changes:
             if only is not None and key != only:
                 continue
             if job is None or not filters.matches(job):
-                out.append({"key": key, "gone": True})
+                out.append(json.dumps({"key": key, "gone": True}))
+                if job is None:
+                    self.cards.forget(key)
             else:
-                out.append(await card(job, self.links))
+                out.append((await self.cards.get(job))[1])
         return seq, out
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -86,7 +86,8 @@ class Streams:
                 if cards is None:
                     await response.write(f"id: {since}\nevent: reset\ndata: {{}}\n\n".encode())
                 elif cards:
-                    data = json.dumps({"seq": since, "total": len(self.index), "jobs": cards}, separators=(",", ":"))
+                    # The cards are JSON already (built once, shared by every stream).
+                    data = f'{{"seq":{since},"total":{len(self.index)},"jobs":[{",".join(cards)}]}}'
                     await response.write(f"id: {since}\nevent: jobs\ndata: {data}\n\n".encode())
                     self.sent += 1
                 await asyncio.sleep(self.interval)

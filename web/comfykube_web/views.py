@@ -18,7 +18,7 @@ from aiohttp import web
 from comfykube.kube import KubeApi
 from comfykube.types import Phase
 from comfykube_web.auth import USER
-from comfykube_web.cards import BLANK, card
+from comfykube_web.cards import BLANK, CardCache
 from comfykube_web.events import job_events, timings
 from comfykube_web.index import Filters, JobIndex, decode_cursor
 from comfykube_web.jobs import JobView
@@ -59,6 +59,7 @@ class Views:
     links: Links
     kube: KubeApi
     templates: jinja2.Environment
+    cards: CardCache
 
     def _render(self, name: str, request: web.Request, **context: Any) -> web.Response:
         started = time.perf_counter()
@@ -71,7 +72,7 @@ class Views:
         filters = Filters.from_query(request.query)
         cursor = decode_cursor(request.query.get("older", ""))
         page = self.index.page(filters, limit=self.settings.page_size, older_than=cursor)
-        cards = [await card(job, self.links) for job in page.jobs]
+        cards = [(await self.cards.get(job))[0] for job in page.jobs]
         older = None
         if page.older:
             older = "/?" + urllib.parse.urlencode({**filters.query(), "older": page.older})
@@ -132,7 +133,7 @@ class Views:
             "job.html",
             request,
             job=job,
-            card=await card(job, self.links),
+            card=(await self.cards.get(job))[0],
             images=images,
             spec=spec,
             spec_valid=job.spec is not None,
@@ -147,7 +148,7 @@ class Views:
     async def job_json(self, request: web.Request) -> web.Response:
         """GET /api/jobs/{namespace}/{name}: the card plus spec and status as typed models write them."""
         job = self._job(request)
-        body = await card(job, self.links)
+        body = dict((await self.cards.get(job))[0])  # a copy: the cached card is shared
         body["spec"] = job.spec.wire() if job.spec is not None else None
         body["status"] = job.status.wire()
         body["imageUrls"] = [await self.links.url(image.key) for image in job.status.images]
