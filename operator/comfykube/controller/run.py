@@ -14,11 +14,10 @@ from pydantic import ValidationError
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
+from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
 from comfykube.settings import Settings
 
 log = logging.getLogger(__name__)
-
-FINALIZER = "comfykube.dev/finalizer"
 
 _state: dict[str, Any] = {}
 
@@ -27,9 +26,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings for a job-like resource (see docs/operator.md for why)."""
     settings.persistence.finalizer = FINALIZER
     # Keep kopf's bookkeeping out of .status: the status is ours and shown to users.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="comfykube.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="comfykube.dev", key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300  # silently dead streams reconnect

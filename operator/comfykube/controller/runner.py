@@ -21,12 +21,12 @@ from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
+from comfykube.names import LABEL_REQUESTER
 from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339, parse_time
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
 MAX_BACKOFF_SECONDS = 30.0
-REQUESTER_LABEL = "comfykube.dev/requester"
 
 
 def identity(body: dict[str, Any]) -> JobIdentity:
@@ -111,7 +111,7 @@ async def _attempts(
 ) -> None:
     """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
     meta = body.get("metadata", {})
-    requester = (meta.get("labels") or {}).get(REQUESTER_LABEL, "")
+    requester = (meta.get("labels") or {}).get(LABEL_REQUESTER, "")
     created = parse_time(meta.get("creationTimestamp")) or 0.0
     backoff = 1.0
     while True:
