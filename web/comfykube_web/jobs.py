@@ -21,13 +21,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from comfykube.names import LABEL_REQUESTER
 from comfykube.types import API_GROUP, API_VERSION, KIND, ImageJobSpec, ImageJobStatus, Phase
 
 M = TypeVar("M", bound=BaseModel)
 
-#: The label the Discord bot puts on the jobs it creates (comfykube_bot.specs.LABEL_REQUESTER).
-LABEL_REQUESTER = f"{API_GROUP}/requester"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 #: Longest prompt shown on a grid card (the job page shows all of it).
 CARD_PROMPT = 300
 
@@ -114,7 +112,10 @@ class Requester:
 
 
 def requester_of(meta: Mapping[str, Any]) -> Requester:
-    """Read the requester from the bot's label, else from the field manager that created the object."""
+    """Read the requester from the bot's label, else from the field manager that created the object.
+
+    Anyone who may create an ImageJob can set the label: it is shown as what it is, a claim.
+    """
     labels = meta.get("labels") or {}
     user = str(labels.get(LABEL_REQUESTER) or "") if isinstance(labels, Mapping) else ""
     if user.isdigit():
