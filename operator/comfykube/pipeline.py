@@ -38,6 +38,7 @@ from comfykube.errors import (
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
     MAX_OUTPUTS,
     MAX_SEED,
@@ -471,6 +472,8 @@ class Pipeline:
             },
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
+        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
         return StoredImage(
             kind=image.kind,
             key=key,
@@ -483,6 +486,7 @@ class Pipeline:
             node=image.source.node_id or None,
             url=url,
             url_expires_at=rfc3339(expires_at) if expires_at else None,
+            thumbnail_key=thumb,
         )
 
     async def release(self, job: JobIdentity) -> None:

@@ -347,6 +347,9 @@ class StoredImage(_Model):
     node: str | None = Field(default=None, max_length=64, description="The graph node that produced it.")
     url: str | None = Field(default=None, description="Presigned GET URL.")
     url_expires_at: str | None = Field(default=None, description="When url stops working (RFC 3339).")
+    thumbnail_key: str | None = Field(
+        default=None, description="Object key of a small WebP preview beside the image (made once, when stored)."
+    )
 
 
 class Condition(_Model):
