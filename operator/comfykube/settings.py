@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     comfyui_unreachable_grace: float = Field(
         default=60.0, gt=0, description="Seconds a followed backend may not answer before the job moves or retries."
     )
+    comfyui_refused_grace: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds a followed backend may refuse every connection (its process is gone) before the job moves; "
+            "timeouts keep COMFYUI_UNREACHABLE_GRACE."
+        ),
+    )
 
     minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
     minio_access_key: str | None = None

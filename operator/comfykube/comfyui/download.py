@@ -21,7 +21,7 @@ import httpx
 from PIL import Image, UnidentifiedImageError
 
 from comfykube.comfyui.models import DownloadedImage, OutputImage
-from comfykube.comfyui.transport import describe_transport_error, status_text
+from comfykube.comfyui.transport import describe_transport_error, status_text, unavailable
 from comfykube.errors import ComfyUIUnavailable, DownloadFailed
 
 #: Refuse anything larger: a 2048x2048 PNG is ~12 MB; this leaves room for odd workflows.
@@ -111,7 +111,7 @@ async def download_image(
                         out.write(chunk)
             except httpx.HTTPError as exc:
                 if received == 0 and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    raise ComfyUIUnavailable(f"GET {url}: {describe_transport_error(exc)}") from None
+                    raise unavailable("GET", url, describe_transport_error(exc)) from None
                 raise DownloadFailed(
                     f"image {name!r} was cut off after {received} bytes ({describe_transport_error(exc)})"
                 ) from None

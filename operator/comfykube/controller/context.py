@@ -67,6 +67,7 @@ class OperatorContext:
                 client_id=self.client_id,
                 timeout=self.settings.comfyui_request_timeout,
                 clock=self.clock,
+                refused_grace=self.settings.comfyui_refused_grace,
             )
         return self.clients[backend]
 
