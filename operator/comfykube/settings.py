@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     comfyui_discovery_namespace: str | None = Field(default=None, description="Namespace of that Service.")
     comfyui_discovery_port: int = Field(default=8188, ge=1, le=65535, description="Port when slices name none.")
     backend_check_interval: float = Field(default=5.0, gt=0, description="Seconds between backend health checks.")
+    operator_selector: str | None = Field(
+        default=None,
+        description=(
+            "Label selector of the ImageJobs this operator runs (its shard, e.g. comfykube.dev/shard=a); "
+            "unset: all in the watched namespaces. `comfykube operator --selector` overrides it."
+        ),
+    )
 
     @field_validator("comfyui_url")
     @classmethod
@@ -100,6 +107,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"COMFYUI_URL entries must start with http:// or https:// (got {url!r})")
         if not split_urls(value):
             raise ValueError("COMFYUI_URL is empty")
+        return value
+
+    @field_validator("operator_selector")
+    @classmethod
+    def _selector_parses(cls, value: str | None) -> str | None:
+        from comfykube.controller.shard import Selector  # no dependencies: no import cycle
+
+        Selector.parse(value)
         return value
 
     @field_validator("minio_public_endpoint")

@@ -10,6 +10,7 @@ from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.client import ComfyClient
 from comfykube.controller.backends import BackendPool
 from comfykube.controller.scheduler import Scheduler
+from comfykube.controller.shard import Selector
 from comfykube.kube import KubeApi
 from comfykube.pipeline import Pipeline
 from comfykube.settings import Settings
@@ -37,6 +38,8 @@ class OperatorContext:
     pool: BackendPool | None = None
     #: Namespaces watched (None: all), for the maintenance loop's own listing.
     namespaces: list[str] | None = None
+    #: This operator's shard: only ImageJobs with these labels are its own.
+    selector: Selector = field(default_factory=lambda: Selector.parse(None))
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:
