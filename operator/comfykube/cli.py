@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     scope = op.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace to watch")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    op.add_argument(
+        "-l", "--selector", default=None,
+        help="run only ImageJobs with these labels (a shard, e.g. comfykube.dev/shard=a; env OPERATOR_SELECTOR)",
+    )
     op.add_argument("--health-port", type=int, default=8080, help="serves /healthz and /readyz")
     op.add_argument("--metrics-port", type=int, default=9090, help="serves /metrics; 0 disables")
 
@@ -131,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(
             namespaces=args.namespace,
             all_namespaces=args.all_namespaces,
+            selector=args.selector,
             health_port=args.health_port,
             metrics_port=args.metrics_port,
         )

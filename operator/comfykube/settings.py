@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     comfyui_unreachable_grace: float = Field(
         default=60.0, gt=0, description="Seconds a followed backend may not answer before the job moves or retries."
     )
+    comfyui_refused_grace: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds a followed backend may refuse every connection (its process is gone) before the job moves; "
+            "timeouts keep COMFYUI_UNREACHABLE_GRACE."
+        ),
+    )
 
     minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
     minio_access_key: str | None = None
@@ -96,6 +104,13 @@ class Settings(BaseSettings):
     comfyui_discovery_namespace: str | None = Field(default=None, description="Namespace of that Service.")
     comfyui_discovery_port: int = Field(default=8188, ge=1, le=65535, description="Port when slices name none.")
     backend_check_interval: float = Field(default=5.0, gt=0, description="Seconds between backend health checks.")
+    operator_selector: str | None = Field(
+        default=None,
+        description=(
+            "Label selector of the ImageJobs this operator runs (its shard, e.g. comfykube.dev/shard=a); "
+            "unset: all in the watched namespaces. `comfykube operator --selector` overrides it."
+        ),
+    )
 
     checkpoint_allow: GlobList = Field(
         default_factory=list, description="Checkpoint globs jobs may use (empty: any); others are refused."
@@ -134,6 +149,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"COMFYUI_URL entries must start with http:// or https:// (got {url!r})")
         if not split_urls(value):
             raise ValueError("COMFYUI_URL is empty")
+        return value
+
+    @field_validator("operator_selector")
+    @classmethod
+    def _selector_parses(cls, value: str | None) -> str | None:
+        from comfykube.controller.shard import Selector  # no dependencies: no import cycle
+
+        Selector.parse(value)
         return value
 
     @field_validator("minio_public_endpoint")

@@ -18,6 +18,7 @@ from typing import Any
 
 from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
+from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
@@ -227,9 +228,16 @@ async def _one_attempt(
                 if waiting is not None:
                     waiting.cancel()
                 log.debug("running on %s", backend)
-                return await ctx.pipeline(backend).run(
-                    spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
-                )
+                try:
+                    return await ctx.pipeline(backend).run(
+                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                    )
+                except BackendRefused:
+                    # Nothing listens there any more: drain it now, not at the next periodic check,
+                    # so the retry moves the job instead of waiting for the same dead backend.
+                    if pool is not None:
+                        await pool.check(backend)
+                    raise
     except TimeoutError:
         raise DeadlineExceeded("the job did not finish before its deadline") from None
     finally:
