@@ -97,7 +97,7 @@ def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
     assert cond["status"] == "True"
 
     table = cluster.kubectl("get", "ij", "-n", namespace).stdout
-    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "AGE"]
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "REASON", "AGE"]
     assert "Succeeded" in table
     wide = cluster.kubectl("get", "ij", "-n", namespace, "-o", "wide").stdout
     assert "SEED" in wide and "URL" in wide and "PROMPT" in wide and str(status["seed"]) in wide
