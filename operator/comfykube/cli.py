@@ -1,4 +1,4 @@
-"""`comfykube` command line: generate, crd, operator, bot.
+"""`comfykube` command line: generate, crd, operator, bot, web.
 
 Exit codes of `generate`: 0 succeeded, 1 the job failed (reason and message
 printed), 2 bad input (invalid spec or manifest, unreadable file, bad
@@ -89,13 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
     scope = op.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace to watch")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    op.add_argument(
+        "-l", "--selector", default=None,
+        help="run only ImageJobs with these labels (a shard, e.g. comfykube.dev/shard=a; env OPERATOR_SELECTOR)",
+    )
     op.add_argument("--health-port", type=int, default=8080, help="serves /healthz and /readyz")
     op.add_argument("--metrics-port", type=int, default=9090, help="serves /metrics; 0 disables")
 
     bot = sub.add_parser("bot", help="run the Discord bot")
     bot.add_argument("--health-port", type=int, default=8081, help="serves /healthz and /readyz")
     bot.add_argument("--metrics-port", type=int, default=9091, help="serves /metrics; 0 disables")
+    _add_web_parser(sub)
     return parser
+
+
+def _add_web_parser(sub: Any) -> None:
+    """`comfykube web`: the read-only gallery (settings: WEB_* environment, flags override)."""
+    web = sub.add_parser("web", help="serve the read-only web gallery of ImageJobs")
+    scope = web.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace to show (WEB_NAMESPACES)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="show every namespace")
+    web.add_argument("--host", help="bind address (WEB_HOST, default 127.0.0.1)")
+    web.add_argument("--port", type=int, help="port (WEB_PORT, default 8090)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(
             namespaces=args.namespace,
             all_namespaces=args.all_namespaces,
+            selector=args.selector,
             health_port=args.health_port,
             metrics_port=args.metrics_port,
         )
+    if args.command == "web":
+        from comfykube_web.app import run_web
+
+        return run_web(args.namespace, args.all_namespaces, args.host, args.port)
     if args.command == "bot":
         from comfykube_bot.main import run_bot
 

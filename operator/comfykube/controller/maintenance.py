@@ -68,10 +68,12 @@ async def resync(ctx: OperatorContext) -> None:
     """Rebuild the index from the API server (the watched namespaces only)."""
     objects: list[dict[str, Any]] = []
     for namespace in ctx.namespaces if ctx.namespaces is not None else [None]:
-        objects.extend(await ctx.api.list(namespace))
+        # Only this shard's jobs: another operator owns (and deletes, and refreshes) the rest.
+        objects.extend(await ctx.api.list(namespace, label_selector=ctx.selector.text or None))
     ctx.finished.clear()
     for obj in objects:
-        track(ctx, obj)
+        if ctx.selector.matches((obj.get("metadata") or {}).get("labels")):
+            track(ctx, obj)
 
 
 async def run(ctx: OperatorContext, interval: float = 10.0) -> None:

@@ -18,16 +18,17 @@ from typing import Any
 
 from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
+from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
+from comfykube.names import LABEL_REQUESTER
 from comfykube.pipeline import JobIdentity, ResumeState, failed_status
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
 MAX_BACKOFF_SECONDS = 30.0
-REQUESTER_LABEL = "comfykube.dev/requester"
 
 
 def identity(body: dict[str, Any]) -> JobIdentity:
@@ -111,7 +112,7 @@ async def _attempts(
 ) -> None:
     """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
     meta = body.get("metadata", {})
-    requester = (meta.get("labels") or {}).get(REQUESTER_LABEL, "")
+    requester = (meta.get("labels") or {}).get(LABEL_REQUESTER, "")
     created = parse_time(meta.get("creationTimestamp")) or 0.0
     limit = spec.timeout_seconds or ctx.settings.default_timeout_seconds
     backoff = 1.0
@@ -227,9 +228,16 @@ async def _one_attempt(
                 if waiting is not None:
                     waiting.cancel()
                 log.debug("running on %s", backend)
-                return await ctx.pipeline(backend).run(
-                    spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
-                )
+                try:
+                    return await ctx.pipeline(backend).run(
+                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                    )
+                except BackendRefused:
+                    # Nothing listens there any more: drain it now, not at the next periodic check,
+                    # so the retry moves the job instead of waiting for the same dead backend.
+                    if pool is not None:
+                        await pool.check(backend)
+                    raise
     except TimeoutError:
         raise DeadlineExceeded("the job did not finish before its deadline") from None
     finally:
@@ -261,7 +269,11 @@ async def _cancel_quietly(
     """Cancel the prompt in ComfyUI if it was submitted; log, never raise."""
     if not writer.status.submissions:
         return
-    backend = writer.status.backend or ctx.default_backend()
+    recorded = writer.status.backend
+    backend = ctx.default_backend() if recorded is None else ctx.pool_backend(recorded)
+    if backend is None:
+        log.warning("not cancelling prompt %s: status.backend %r is not in the pool", job.prompt_id, recorded)
+        return
     try:
         await ctx.client(backend).cancel(job.prompt_id)
     except Exception as exc:  # best effort: the deadline failure is what matters
