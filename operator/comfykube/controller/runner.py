@@ -179,6 +179,7 @@ async def _attempts(
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
 
+
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
     """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
     await writer.finish(status)
