@@ -38,6 +38,7 @@ from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
 from comfykube_bot.policy import Policy
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
 from comfykube_bot.views import JobButton
@@ -77,7 +78,11 @@ class ComfyBot(discord.Client):
         self._kube = kube
         self._owns_kube = kube is None
         # Without an injected client, setup_hook connects (that needs the running event loop).
-        self._jobs: JobStore | None = JobStore(kube, settings.bot_namespace) if kube is not None else None
+        signing_key = settings.bot_signing_key.get_secret_value() if settings.bot_signing_key else None
+        self.signer = Signer.from_secrets(signing_key, settings.discord_token.get_secret_value())
+        self._jobs: JobStore | None = (
+            JobStore(kube, settings.bot_namespace, signer=self.signer) if kube is not None else None
+        )
         # Identifies this process in delivery claims: a claim with another holder is a leftover.
         self.holder = holder or f"{os.uname().nodename[:40]}-{uuid.uuid4().hex[:8]}"
         self.tree = ComfyTree(self)
@@ -102,7 +107,7 @@ class ComfyBot(discord.Client):
         """Buttons, commands, sync, background tasks (runs once, before the gateway connects)."""
         if self._kube is None:
             self._kube = await KubeApi.connect()
-            self._jobs = JobStore(self._kube, self.settings.bot_namespace)
+            self._jobs = JobStore(self._kube, self.settings.bot_namespace, signer=self.signer)
         self.submitter = Submitter(self)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
