@@ -105,7 +105,8 @@ async def test_a_kubectl_requester_label_pings_nobody_and_owns_nothing(tmp_path:
         fake = world.fake
         alice = fake.user_ids["alice"]
         world.create_job("ping-alice", {"prompt": "a castle", "notify": notify(fake.channel_id)},
-                         labels={"comfykube.dev/requester": str(alice), "app.kubernetes.io/managed-by": "comfykube-bot"})
+                         labels={"comfykube.dev/requester": str(alice),
+                                 "app.kubernetes.io/managed-by": "comfykube-bot"})
         await world.succeed("ping-alice")
         posted = await wait_for(lambda: [m for m in fake.messages_in(fake.channel_id) if m.attachments],
                                 what="notify post")
