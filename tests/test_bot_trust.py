@@ -6,6 +6,7 @@ the tests play the operator (status) and a kubectl user (ImageJobs made by hand)
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,23 @@ def test_status_from_an_older_or_newer_operator_reads_without_crashing() -> None
     assert spec.prompt == "cat" and spec.steps == 20
     assert read_spec({"steps": 5}).steps == 5
 
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+async def test_no_presigned_url_reaches_the_bots_logs_even_at_debug(
+    tmp_path: Path, core: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from comfykube import logsafe
+
+    caplog.set_level(logging.DEBUG)
+    logsafe.install()  # what run_bot does: the root logger's handlers (pytest's capture is one of them)
+    async with bot_world(tmp_path, core) as world, world.running():
+        _, name = await imagine(world, {"prompt": "a fox"})
+        msg = message_of(world, name)
+        image, _ = await world.succeed(name)
+        await wait_for(lambda: msg.attachments and delivery(world, name).state == "done", what="result")
+        # The link button carries the presigned URL: discord.py logs request bodies at debug level.
+        assert any(c.get("url") == image["url"] for row in msg.components for c in row["components"])
+    assert image["url"].split("?")[1] not in caplog.text and "X-Amz-Signature" not in caplog.text

@@ -25,6 +25,7 @@ from typing import Any
 import discord
 from pydantic import ValidationError
 
+from comfykube import logsafe
 from comfykube.kube import KubeApi
 from comfykube.settings import Settings
 from comfykube.workflows import WorkflowLibrary
@@ -249,6 +250,7 @@ def run_bot(health_port: int = 8081, metrics_port: int = 9091) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logsafe.install()  # no presigned URL in any log line (discord.py's debug lines carry link buttons)
     try:
         settings = BotSettings()  # type: ignore[call-arg]  # values come from the environment
         core = Settings()

@@ -153,7 +153,8 @@ async def _attempts(
             return
         result.start_time = start_time
         await _finish(ctx, body, writer, result)
-        log.info("succeeded: %s", result.url)
+        # The object keys, never the URL: a presigned URL is a bearer credential.
+        log.info("succeeded: %s", ", ".join(image.key for image in result.images))
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
 
