@@ -12,6 +12,7 @@ from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.client import ComfyClient
 from comfykube.controller.backends import BackendPool
 from comfykube.controller.scheduler import Scheduler
+from comfykube.controller.shard import Selector
 from comfykube.kube import KubeApi
 from comfykube.pipeline import Pipeline
 from comfykube.settings import Settings
@@ -46,6 +47,8 @@ class OperatorContext:
     #: Namespaces watched (None: all), for the maintenance loop's own listing.
     namespaces: list[str] | None = None
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    #: This operator's shard: only ImageJobs with these labels are its own.
+    selector: Selector = field(default_factory=lambda: Selector.parse(None))
 
     @classmethod
     async def create(cls, settings: Settings, *, clock: Clock = REAL_CLOCK) -> OperatorContext:
@@ -95,6 +98,7 @@ class OperatorContext:
                 client_id=self.client_id,
                 timeout=self.settings.comfyui_request_timeout,
                 clock=self.clock,
+                refused_grace=self.settings.comfyui_refused_grace,
             )
         self.clients[backend] = client  # re-inserted: the dict's order is least recently used first
         self._evict()
