@@ -57,7 +57,7 @@ async def test_a_fallback_nsfw_checkpoint_is_not_shown_in_a_safe_channel(tmp_pat
         assert all(b.get("style") != 5 for b in buttons), "no link button to the picture either"
         assert f"ij:link:default/{name}" not in msg.custom_ids()
         assert "random-sd15.safetensors" in msg.content and "NSFW" in msg.content
-        assert delivery(world, name).message_id == msg.id
+        await wait_for(lambda: delivery(world, name).message_id == msg.id, what="delivery record")
 
         # In a channel marked NSFW the same result is shown.
         _, nsfw_name = await imagine(world, {"prompt": "a portrait"}, channel_id=world.fake.nsfw_channel_id)
