@@ -31,6 +31,7 @@ from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpda
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
+    InvalidSpec,
     JobError,
     PromptLost,
 )
@@ -44,7 +45,7 @@ from comfykube.types import (
     Progress,
     StoredImage,
 )
-from comfykube.workflows import RenderedWorkflow, WorkflowLibrary
+from comfykube.workflows import RenderedWorkflow, WorkflowLibrary, render_raw_graph
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
+    allow_raw_graphs: bool = False
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
 
@@ -148,6 +151,7 @@ class Pipeline:
         workflows: WorkflowLibrary,
         clock: Clock = REAL_CLOCK,
         keep_copies_in: Path | None = None,
+        allow_raw_graphs: bool | None = None,
     ) -> Pipeline:
         """A pipeline tuned by the deployment's settings (the CLI and the operator share this)."""
         return cls(
@@ -161,15 +165,35 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
         )
 
-    def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
-        """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid."""
+    def prepare(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        resume: ResumeState,
+        *,
+        images: dict[str, str] | None = None,
+    ) -> RenderedWorkflow:
+        """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid.
+
+        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
+        images, raw graphs allowed), so a bad spec fails before any request.
+        `images` maps a workflow image name to the filename ComfyUI stored it under.
+        """
+        if spec.graph is not None:
+            if not self.allow_raw_graphs:
+                raise InvalidSpec(
+                    "spec.graph: raw graphs are not accepted by this deployment (set ALLOW_RAW_GRAPHS=true "
+                    "to allow them; a raw graph can run any node installed on ComfyUI); use a workflow instead"
+                )
+            return render_raw_graph(spec, output_prefix=job.output_prefix)
         seed = resume.seed if resume.seed is not None else spec.seed
         if seed is None:
             seed = job.random_seed
         workflow = self.workflows.get(spec.workflow)
-        return workflow.render(spec, seed=seed, output_prefix=job.output_prefix)
+        return workflow.render(spec, seed=seed, output_prefix=job.output_prefix, images=images)
 
     async def run(
         self,
@@ -189,7 +213,7 @@ class Pipeline:
         resume = resume or ResumeState()
         started = now_rfc3339(self.clock)
         rendered = self.prepare(spec, job, resume)
-        seed = rendered.values["seed"]
+        seed = rendered.seed
         backend = self.comfy.base_url
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
@@ -198,7 +222,10 @@ class Pipeline:
         if spec.model is None and rendered.checkpoint is not None:
             rendered = await self._installed_default(spec, job, resume, rendered)
         await self.comfy.preflight(
-            checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
         )
         if not self._store_ready:
             # Fail before spending GPU time when the images could not be stored anyway.
@@ -214,7 +241,7 @@ class Pipeline:
             await self.comfy.cancel(job.prompt_id)
             raise
         await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing images"))
-        images = await self._collect(entry, spec, job)
+        images = await self._collect(entry, rendered, job)
         status = ImageJobStatus(
             phase=Phase.SUCCEEDED,
             reason="Succeeded",
@@ -245,7 +272,7 @@ class Pipeline:
         if not installed or rendered.checkpoint in installed:
             return rendered
         log.info("%s: checkpoint %s is not installed; using %s", job, rendered.checkpoint, installed[0])
-        return self.prepare(spec.model_copy(update={"model": installed[0]}), job, resume)
+        return self.prepare(spec.model_copy(update={"model": installed[0]}), job, resume, images=rendered.images)
 
     async def check_health(self) -> None:
         """Health-check ComfyUI (with retries) unless a recent check passed."""
@@ -336,21 +363,21 @@ class Pipeline:
                     metrics.EXECUTION.observe(time.monotonic() - timing["running"])
                 return entry, submissions
 
-    async def _collect(self, entry: HistoryEntry, spec: ImageJobSpec, job: JobIdentity) -> list[StoredImage]:
+    async def _collect(self, entry: HistoryEntry, rendered: RenderedWorkflow, job: JobIdentity) -> list[StoredImage]:
         """Download every output image with byte checks, store, verify and presign it."""
         outputs = entry.output_images
         if not outputs:
             raise DownloadFailed("ComfyUI reported success but produced no output image")
-        if len(outputs) != spec.batch_size:
+        if rendered.expected_count is not None and len(outputs) != rendered.expected_count:
             raise DownloadFailed(
-                f"expected {spec.batch_size} image(s) from ComfyUI, got {len(outputs)}"
+                f"expected {rendered.expected_count} image(s) from ComfyUI, got {len(outputs)}"
             )
         stored: list[StoredImage] = []
         with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
                 downloaded = await self.comfy.download(
-                    output, Path(tmp), expected_size=(spec.width, spec.height)
+                    output, Path(tmp), expected_size=rendered.expected_size
                 )
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
