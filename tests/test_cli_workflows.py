@@ -145,3 +145,20 @@ def test_init_command_writes_a_workflow_the_library_loads(cli_env: dict[str, str
     bad.write_text('{"nodes": [], "links": []}', encoding="utf-8")
     refused = comfykube("workflow", "init", str(bad), env=cli_env)
     assert refused.returncode == 2 and "UI format" in refused.stderr
+
+
+def test_init_on_a_graph_a_real_comfyui_ran_proposes_the_shipped_img2img_bindings() -> None:
+    """Capture 87: the img2img graph a real ComfyUI 0.3.64 accepted (tests/data/comfyui)."""
+    capture = json.loads((Path(__file__).parent / "data" / "comfyui" / "87_post_prompt_img2img.json").read_text(
+        encoding="utf-8"))
+    real = capture["request"]["json"]["prompt"]
+    document = propose_workflow(real)
+    shipped = SHIPPED.get("img2img")
+    assert document["bindings"] == json.loads(shipped.path.read_text(encoding="utf-8"))["bindings"]
+    assert set(document["images"]) == {"init"} and set(document["parameters"]) == {"denoise"}
+
+    def shape(graph: dict[str, Any]) -> dict[str, Any]:
+        return {i: (n["class_type"], {k: v for k, v in n["inputs"].items() if isinstance(v, list)})
+                for i, n in graph.items()}
+
+    assert shape(shipped.graph) == shape(real)  # the shipped graph is the one the real server ran
