@@ -162,3 +162,19 @@ def test_init_on_a_graph_a_real_comfyui_ran_proposes_the_shipped_img2img_binding
                 for i, n in graph.items()}
 
     assert shape(shipped.graph) == shape(real)  # the shipped graph is the one the real server ran
+
+
+def test_workflows_check_against_a_running_comfyui(cli_env: dict[str, str], tmp_path: Path) -> None:
+    ok = comfykube("workflows", "t2i_lora", "--check", env=cli_env)
+    assert ok.returncode == 0 and ok.stdout.strip() == "t2i_lora: ok", ok.stdout + ok.stderr
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    data = json.loads(SHIPPED.get("t2i_basic").path.read_text(encoding="utf-8"))
+    data["graph"]["3"]["inputs"]["denoise"] = 1.5  # above KSampler's maximum
+    data["graph"]["12"] = {"class_type": "SomeCustomNode", "inputs": {}}
+    (extra / "broken.json").write_text(json.dumps(data), encoding="utf-8")
+    bad = comfykube("workflows", "--check", env={**cli_env, "EXTRA_WORKFLOWS_DIR": str(extra)})
+    assert bad.returncode == 2
+    assert "t2i_basic: ok" in bad.stdout and "broken:" in bad.stdout
+    assert "node '3' (KSampler): input 'denoise' 1.5 is above the maximum 1.0" in bad.stdout
+    assert "node '12' (SomeCustomNode): no such node class" in bad.stdout

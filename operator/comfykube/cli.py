@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     wfs = sub.add_parser("workflows", help="list the workflows, or show one: parameters, images, fields")
     wfs.add_argument("name", nargs="?", help="one workflow to show in full")
     wfs.add_argument("--json", action="store_true", help="print JSON")
+    wfs.add_argument(
+        "--check", action="store_true",
+        help="check the workflows against the node schemas of a running ComfyUI (/object_info); exit 2 on problems",
+    )
+    wfs.add_argument("--comfyui-url", help="ComfyUI base URL for --check (default COMFYUI_URL)")
 
     wf = sub.add_parser("workflow", help="work with workflow files")
     wf_sub = wf.add_subparsers(dest="workflow_command", required=True)
@@ -379,7 +384,8 @@ def _workflows(args: argparse.Namespace) -> int:
     from comfykube.workflows import WorkflowLibrary
 
     try:
-        library = WorkflowLibrary.from_settings(Settings())
+        settings = Settings(**({"comfyui_url": args.comfyui_url} if args.comfyui_url else {}))
+        library = WorkflowLibrary.from_settings(settings)
         chosen = [library.get(args.name)] if args.name else [library.get(n) for n in library.names()]
     except ValidationError as exc:
         print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
@@ -387,6 +393,8 @@ def _workflows(args: argparse.Namespace) -> int:
     except (InvalidSpec, WorkflowError) as exc:
         print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.check:
+        return _check_workflows(chosen, settings)
     if args.json:
         summaries = [w.summary() for w in chosen]
         print(json.dumps(summaries[0] if args.name else summaries, indent=2, ensure_ascii=False))
@@ -406,6 +414,29 @@ def _workflows(args: argparse.Namespace) -> int:
             need = "required" if image.required else "optional"
             print(f"    {name} ({need}): {image.description}" if image.description else f"    {name} ({need})")
     return EXIT_OK
+
+
+def _check_workflows(chosen: list[Any], settings: Any) -> int:
+    """Each workflow against the node schemas of the configured ComfyUI: `name: ok` or its problems."""
+    from comfykube.comfyui.client import ComfyClient
+
+    async def fetch() -> dict[str, Any]:
+        async with ComfyClient(settings.comfyui_urls[0], timeout=settings.comfyui_request_timeout) as comfy:
+            return await comfy.node_schemas()
+
+    try:
+        schemas = asyncio.run(fetch())
+    except JobError as exc:
+        print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    bad = 0
+    for workflow in chosen:
+        problems = workflow.check_schema(schemas)
+        bad += bool(problems)
+        print(f"{workflow.name}: ok" if not problems else f"{workflow.name}:")
+        for problem in problems:
+            print(f"  {problem}")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def _workflow_init(args: argparse.Namespace) -> int:

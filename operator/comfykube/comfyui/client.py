@@ -218,6 +218,13 @@ class ComfyClient:
         self._object_info[class_type] = (now, info)
         return info
 
+    async def node_schemas(self) -> dict[str, Any]:
+        """`/object_info` for every node class (not cached: a check asks for it once)."""
+        body = await self._get_json("/object_info")
+        if not isinstance(body, dict):
+            raise unavailable("GET", self.url("/object_info"), "answered something other than an object")
+        return body
+
     async def input_options(self, class_type: str, input_name: str) -> list[str] | None:
         """The allowed values of an enum input (e.g. KSampler.sampler_name), None if not an enum."""
         info = await self.object_info(class_type)
