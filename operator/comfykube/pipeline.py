@@ -238,7 +238,7 @@ class Pipeline:
         sources = self.image_sources(spec, job, resolved_jobs=resolved_jobs, local_files=local_images)
         placeholders = {name: f"{job.input_subfolder}/{name}" for name in sources}
         rendered = self.prepare(spec, job, resume, images=placeholders)
-        seed = rendered.values["seed"]
+        seed = rendered.seed
         backend = self.comfy.base_url
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))

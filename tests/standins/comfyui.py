@@ -827,6 +827,7 @@ class FakeComfyUI:
         self._interrupts: list[str | None] = []
         self._deletes: list[str] = []
         self._history_deletes: list[str] = []
+        self._uploads: list[str] = []
         self._rejected = 0
         self._restarts = 0
         self._catalogue = _load_catalogue()
@@ -999,6 +1000,7 @@ class FakeComfyUI:
             "deletes": list(self._deletes),
             "history_deletes": list(self._history_deletes),
             "rejected": self._rejected,
+            "uploads": list(self._uploads),
             "restarts": self._restarts,
             "queue_remaining": self._queue_remaining(),
             # A list like ComfyUI's queue_running (empty when idle).
@@ -1445,6 +1447,7 @@ class FakeComfyUI:
         filename = await asyncio.to_thread(_store_upload, base, subfolder, image.filename, image.file, overwrite)
         if filename is None:
             return web.Response(status=400)
+        self._uploads.append(f"{subfolder}/{filename}" if subfolder else filename)
         return _json({"name": filename, "subfolder": subfolder, "type": kind})
 
     # ---- websocket ------------------------------------------------------------------------
