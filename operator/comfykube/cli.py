@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", type=Path,
         help="where images go without MinIO; with MinIO, a local copy of each stored image goes here too",
     )
+    gen.add_argument(
+        "--image", action="append", default=[], metavar="NAME=PATH_OR_URL",
+        help="an input image of the workflow: a local file or an http(s) URL (repeatable), e.g. init=photo.png",
+    )
     gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
 
     sub.add_parser("crd", help="print the ImageJob CustomResourceDefinition (YAML)")
@@ -146,6 +150,30 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
     return spec, name
 
 
+def images_from_args(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, Path]]:
+    """`--image name=…` flags: URL entries for spec.images, and local files by name.
+
+    A URL goes into the spec (fetched and checked like any ImageJob's); a file is read
+    from disk by the pipeline, checked the same way, and never copied into the spec.
+    """
+    urls: list[dict[str, str]] = []
+    files: dict[str, Path] = {}
+    for item in getattr(args, "image", None) or ():
+        name, sep, where = item.partition("=")
+        if not sep or not name or not where:
+            raise InvalidSpec(f"--image {item!r}: expected NAME=PATH or NAME=URL, e.g. --image init=photo.png")
+        if name in files or any(entry["name"] == name for entry in urls):
+            raise InvalidSpec(f"--image {name}: given more than once")
+        if where.lower().startswith(("http://", "https://")):
+            urls.append({"name": name, "url": where})
+            continue
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise InvalidSpec(f"--image {name}: no such file {where!r}")
+        files[name] = path
+    return urls, files
+
+
 def _generate(args: argparse.Namespace) -> int:
     from comfykube.settings import Settings
     from comfykube.types import parse_spec
@@ -158,6 +186,9 @@ def _generate(args: argparse.Namespace) -> int:
             overrides["output_dir"] = args.output_dir
         settings = Settings(**overrides)
         raw, name = spec_from_args(args)
+        urls, files = images_from_args(args)
+        if urls:
+            raw["images"] = [*(raw.get("images") or []), *urls]
         spec = parse_spec(raw)
     except ValidationError as exc:
         print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
@@ -165,7 +196,7 @@ def _generate(args: argparse.Namespace) -> int:
     except InvalidSpec as exc:
         return _fail(args, exc, EXIT_BAD_INPUT)
     try:
-        status = asyncio.run(_run_generate(spec, settings, name, args))
+        status = asyncio.run(_run_generate(spec, settings, name, args, files))
     except (InvalidSpec, WorkflowError) as exc:
         return _fail(args, exc, EXIT_BAD_INPUT)
     except JobError as exc:
@@ -191,7 +222,9 @@ def _fail(args: argparse.Namespace, error: JobError, code: int) -> int:
     return code
 
 
-async def _run_generate(spec: Any, settings: Any, name: str | None, args: argparse.Namespace) -> Any:
+async def _run_generate(
+    spec: Any, settings: Any, name: str | None, args: argparse.Namespace, files: dict[str, Path] | None = None
+) -> Any:
     from comfykube.comfyui.client import ComfyClient
     from comfykube.pipeline import JobIdentity, Pipeline
     from comfykube.progress import TerminalProgress
@@ -211,9 +244,11 @@ async def _run_generate(spec: Any, settings: Any, name: str | None, args: argpar
             workflows=workflows,
             keep_copies_in=args.output_dir if settings.minio_endpoint else None,
         )
+        # No tenants on one machine: any key of the configured bucket may be an input.
+        pipeline.confine_keys_to_namespace = False
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
             status = await pipeline.run(
-                spec, job, report=progress.report, deadline_at=time.time() + timeout
+                spec, job, report=progress.report, deadline_at=time.time() + timeout, local_images=files
             )
         await pipeline.release(job)
     return status
