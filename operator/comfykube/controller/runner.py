@@ -18,6 +18,7 @@ from typing import Any
 
 from comfykube import metrics
 from comfykube.controller import maintenance
+from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
@@ -177,6 +178,8 @@ async def _one_attempt(
 ) -> Any:
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
+    # Before a slot is taken: a job waiting for the job it chains from holds no backend.
+    resolved = await resolve_from_jobs(ctx.api, job.namespace, spec) if spec.images else {}
     pinned = writer.status.get("backend") if resume.submissions else None
     # Only a model the spec names restricts the backends; without one, any installed
     # checkpoint will do (the pipeline falls back to one the backend has).
@@ -208,7 +211,8 @@ async def _one_attempt(
                     waiting.cancel()
                 log.debug("running on %s", backend)
                 return await ctx.pipeline(backend).run(
-                    spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                    spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at,
+                    resolved_jobs=resolved,
                 )
     except TimeoutError:
         raise DeadlineExceeded("the job did not finish before its deadline") from None
