@@ -31,6 +31,7 @@ from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpda
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
+    InvalidSpec,
     JobError,
     PromptLost,
 )
@@ -47,7 +48,7 @@ from comfykube.types import (
     Progress,
     StoredImage,
 )
-from comfykube.workflows import RenderedWorkflow, WorkflowLibrary
+from comfykube.workflows import RenderedWorkflow, WorkflowLibrary, render_raw_graph
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class Pipeline:
     input_limits: InputLimits = field(default_factory=InputLimits)
     #: An `s3Key` input must lie under the job's namespace (off for the CLI: no tenants there).
     confine_keys_to_namespace: bool = True
+    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
+    allow_raw_graphs: bool = False
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
 
@@ -160,6 +163,7 @@ class Pipeline:
         workflows: WorkflowLibrary,
         clock: Clock = REAL_CLOCK,
         keep_copies_in: Path | None = None,
+        allow_raw_graphs: bool | None = None,
     ) -> Pipeline:
         """A pipeline tuned by the deployment's settings (the CLI and the operator share this)."""
         return cls(
@@ -174,6 +178,7 @@ class Pipeline:
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
             input_limits=settings.input_limits(),
+            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
         )
 
     def prepare(
@@ -186,9 +191,18 @@ class Pipeline:
     ) -> RenderedWorkflow:
         """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid.
 
+        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
+        images, raw graphs allowed), so a bad spec fails before any request.
         `images` maps the workflow's image names to the names ComfyUI stored the uploads
         under; until they are uploaded, `{input_subfolder}/{name}` stands in for them.
         """
+        if spec.graph is not None:
+            if not self.allow_raw_graphs:
+                raise InvalidSpec(
+                    "spec.graph: raw graphs are not accepted by this deployment (set ALLOW_RAW_GRAPHS=true "
+                    "to allow them; a raw graph can run any node installed on ComfyUI); use a workflow instead"
+                )
+            return render_raw_graph(spec, output_prefix=job.output_prefix)
         seed = resume.seed if resume.seed is not None else spec.seed
         if seed is None:
             seed = job.random_seed
@@ -206,6 +220,8 @@ class Pipeline:
         local_files: Mapping[str, Path] | None = None,
     ) -> dict[str, Source]:
         """Where each input image comes from; InvalidSpec when one cannot be used here."""
+        if spec.graph is not None and (spec.images or local_files):
+            raise InvalidSpec("spec.images: a raw graph (spec.graph) names its own files; images are for workflows")
         return sources_from_spec(
             spec.images or (),
             namespace=job.namespace,
@@ -248,7 +264,10 @@ class Pipeline:
             spec = await self._installed_default(spec, rendered)
             rendered = self.prepare(spec, job, resume, images=placeholders)
         await self.comfy.preflight(
-            checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
         )
         if not self._store_ready:
             # Fail before spending GPU time when the images could not be stored anyway.
@@ -424,7 +443,7 @@ class Pipeline:
         stills = sum(1 for image in stored if image.kind is OutputKind.IMAGE)
         expected = rendered.expected_count
         if expected is not None and stills and stills % expected:
-            raise DownloadFailed(f"expected {expected} image(s) per saver from ComfyUI, got {stills}")
+            raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:

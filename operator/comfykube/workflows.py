@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfykube.comfyui.schema import check_graph, input_spec, input_type, is_link
+from comfykube.comfyui.schema import ServerChoice, check_graph, input_spec, input_type, is_link
 from comfykube.errors import InvalidSpec, WorkflowError
 from comfykube.types import WORKFLOW_NAME_PATTERN, ImageJobSpec
 
@@ -194,16 +194,6 @@ class InputImage:
 
 
 @dataclass(frozen=True)
-class ServerChoice:
-    """A value that must be one the running ComfyUI offers (checked in preflight)."""
-
-    label: str
-    class_type: str
-    input: str
-    value: str
-
-
-@dataclass(frozen=True)
 class Workflow:
     """A loaded, checked workflow template."""
 
@@ -282,9 +272,10 @@ class Workflow:
             if spec_field in self.bindings or spec_field in ("seed", "prompt"):
                 continue
             if value is not None and value != defaults[attr].default:
+                hint = f"; set spec.inputs.{spec_field} instead" if spec_field in self.parameters else ""
                 raise InvalidSpec(
                     f"spec.{spec_field}: workflow {self.name!r} does not use this field; "
-                    f"fields it uses: {', '.join(sorted(self.bindings))}"
+                    f"fields it uses: {', '.join(sorted(self.bindings))}{hint}"
                 )
 
     def render(
