@@ -437,3 +437,31 @@ async def test_every_kind_of_output_is_checked_and_stored_with_its_type(
     for image in status.images:
         info = await store.stat(image.key)
         assert info is not None and info.content_type == image.content_type and info.size == image.bytes
+
+
+@pytest.mark.parametrize(
+    ("workflow", "inputs", "size"),
+    [
+        ("img2img", {"denoise": 0.5}, (80, 56)),
+        ("inpaint", {}, (80, 56)),
+        ("upscale", {"scale": 2.0}, (160, 112)),
+    ],
+)
+async def test_the_shipped_image_workflows_run_from_a_url_input(
+    pipeline: Pipeline, comfyui: Any, images: ImageServer, workflow: str, inputs: dict[str, Any],
+    size: tuple[int, int],
+) -> None:
+    spec = parse_spec(
+        {
+            "prompt": "a red fox",
+            "workflow": workflow,
+            "inputs": inputs,
+            "images": [{"name": "init", "url": f"{images.url}/photo.jpg"}],
+            **({"steps": 2} if workflow != "upscale" else {}),
+        }
+    )
+    job = new_job(workflow)
+    status = await pipeline.run(spec, job)
+    (stored,) = status.images
+    assert (stored.width, stored.height) == size
+    assert comfyui.stats()["uploads"] == [f"comfykube/{job.uid}/init.jpg"]

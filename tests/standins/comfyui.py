@@ -1813,6 +1813,7 @@ class FakeComfyUI:
         return {
             "LoadImage": self._node_load_image,
             "VAEEncode": self._node_vae_encode,
+            "VAEEncodeForInpaint": self._node_vae_encode,
             "SaveAnimatedWEBP": self._node_save_animated_webp,
             "SaveAnimatedPNG": self._node_save_animated_png,
             "VHS_VideoCombine": self._node_video_combine,
