@@ -34,6 +34,18 @@ WORKFLOWS = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR, TEST_WORKFLOWS])
 TRUSTED = InputLimits(allow_private=True)
 
 
+def png_with_bad_pixels() -> bytes:
+    """Every chunk whole (right CRCs), but the pixel data is not a zlib stream: only a decode finds it."""
+    import struct
+    import zlib
+
+    good = png()
+    ihdr = good[8:33]
+    data = b"\x00not zlib at all" * 8
+    idat = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(">I", zlib.crc32(b"IDAT" + data))
+    return good[:8] + ihdr + idat + good[-12:]
+
+
 def png(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buf, format="PNG")
@@ -82,6 +94,8 @@ class ImageServer:
             return web.Response(body=b"<!DOCTYPE html><html><body>login</body></html>", content_type="image/png")
         if name == "cut.png":  # the magic bytes of a PNG, then garbage: fails only a full decode
             return web.Response(body=png()[:60] + b"\x00" * 200, content_type="image/png")
+        if name == "badpixels.png":
+            return web.Response(body=png_with_bad_pixels(), content_type="image/png")
         if name == "huge.png":
             return web.Response(body=png() + b"\x00" * (2 * 1024 * 1024), content_type="image/png")
         if name == "bomb.png":
@@ -262,7 +276,8 @@ async def test_messages_never_show_the_query_string(images: ImageServer, tmp_pat
         ("page.html", "HTML page"),
         ("page-as-image.png", "starts like an HTML/XML page"),
         ("huge.png", "more than the 1048576 allowed"),
-        ("cut.png", "does not decode as PNG"),
+        ("cut.png", "has a bad CRC (damaged file)"),
+        ("badpixels.png", "does not decode as PNG"),
         ("bomb.png", "more than the 16777216 allowed (INPUT_IMAGE_MAX_PIXELS)"),
     ],
 )
@@ -340,7 +355,7 @@ async def test_the_name_comfyui_answers_is_the_one_used(pipeline: Pipeline, comf
         ({"url": "/gone.png"}, "404 Not Found"),
         ({"url": "/page.html"}, "HTML page"),
         ({"url": "/huge.png"}, "INPUT_IMAGE_MAX_BYTES"),
-        ({"url": "/cut.png"}, "does not decode"),
+        ({"url": "/cut.png"}, "damaged file"),
         ({"s3Key": "tests/none.png"}, "no such object"),
     ],
 )
