@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 
 from comfykube.comfyui.transport import describe_transport_error, status_text
@@ -44,6 +47,12 @@ class Fetched:
     sha256: str
     head: builtins.bytes
     content_type: str
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every fetch: building one (loading the CA bundle) costs tens of ms."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -91,6 +100,7 @@ async def fetch_url(
         timeout=httpx.Timeout(http_timeout, connect=min(http_timeout, 10.0)),
         follow_redirects=False,
         trust_env=False,  # an environment proxy would connect to the name, not the checked address
+        verify=_tls(),
     ) as http:
         for _ in range(max_redirects + 1):
             port = current.port or (443 if current.scheme == "https" else 80)
