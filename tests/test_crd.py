@@ -121,8 +121,10 @@ def test_printer_columns() -> None:
         ("Phase", ".status.phase", 0),
         ("Progress", ".status.progressText", 0),
         ("Images", ".status.imageCount", 0),
+        ("Reason", ".status.reason", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Seed", ".status.seed", 1),
+        ("Model", ".status.model", 1),
         ("URL", ".status.url", 1),
         ("Prompt", ".spec.prompt", 1),
     ]

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from comfykube.names import LABEL_GUILD
 from comfykube.types import Phase
 from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, prepare_images
 from comfykube_bot.jobs import JobInfo
@@ -67,7 +68,7 @@ class Deliverer:
         """Where the job message is (None for jobs without one)."""
         if job.message_id is None or job.channel_id is None:
             return None
-        guild = job.labels.get("comfykube.dev/guild")
+        guild = job.labels.get(LABEL_GUILD)
         return Target(job.channel_id, job.message_id, int(guild) if guild and guild.isdigit() else None)
 
     def mark_cancelled_by_owner(self, job: JobInfo) -> None:
@@ -155,7 +156,7 @@ class Deliverer:
     def upload_limit(self, job: JobInfo) -> int:
         """The smaller of what the interaction allowed and what the guild allows."""
         limits = [job.upload_limit] if job.upload_limit else []
-        guild_id = job.labels.get("comfykube.dev/guild")
+        guild_id = job.labels.get(LABEL_GUILD)
         if guild_id and guild_id.isdigit():
             guild = self.bot.get_guild(int(guild_id))
             if guild is not None:
@@ -190,7 +191,7 @@ class Deliverer:
             # No job message (kubectl job with notify), or it was deleted: post a new one.
             channel_id = job.channel_id
             if channel_id is not None:
-                guild = job.labels.get("comfykube.dev/guild")
+                guild = job.labels.get(LABEL_GUILD)
                 outcome, message_id = await self.bot.updater.post(
                     channel_id, payload, guild_id=int(guild) if guild and guild.isdigit() else None
                 )

@@ -32,8 +32,7 @@ from typing import Any, TypeVar
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.kube import KubeApi
-from comfykube.types import Phase
-from comfykube_bot.specs import (
+from comfykube.names import (
     ANN_CHANNEL,
     ANN_DELIVERED,
     ANN_MESSAGE,
@@ -42,8 +41,9 @@ from comfykube_bot.specs import (
     LABEL_CHANNEL,
     LABEL_MANAGED_BY,
     LABEL_REQUESTER,
-    MANAGED_BY,
+    MANAGED_BY_BOT,
 )
+from comfykube.types import Phase
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class JobInfo:
     @property
     def created_by_bot(self) -> bool:
         """True for jobs the bot created (they have a job message to edit)."""
-        return self.labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+        return self.labels.get(LABEL_MANAGED_BY) == MANAGED_BY_BOT
 
     @property
     def message_id(self) -> int | None:
@@ -292,15 +292,6 @@ class JobStore:
             await self._call(self.kube.patch(job.namespace, job.name, patch))
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing left to record on
-                raise
-
-    async def set_message(self, job: JobInfo, channel_id: int, message_id: int) -> None:
-        """Point the job at a (new) message, e.g. when the original one was deleted."""
-        patch = {"metadata": {"annotations": {ANN_CHANNEL: str(channel_id), ANN_MESSAGE: str(message_id)}}}
-        try:
-            await self._call(self.kube.patch(job.namespace, job.name, patch))
-        except ApiException as exc:
-            if exc.status != 404:
                 raise
 
     async def watch(self) -> AsyncIterator[tuple[str, JobInfo]]:

@@ -20,7 +20,20 @@ from typing import Any
 import annotated_types
 from pydantic import ValidationError
 
-from comfykube.types import API_GROUP, MAX_SEED, ImageJobSpec
+from comfykube.names import (
+    ANN_CHANNEL,
+    ANN_INTERACTION,
+    ANN_MESSAGE,
+    ANN_REROLL_OF,
+    ANN_SPOILER,
+    ANN_UPLOAD_LIMIT,
+    LABEL_CHANNEL,
+    LABEL_GUILD,
+    LABEL_MANAGED_BY,
+    LABEL_REQUESTER,
+    MANAGED_BY_BOT,
+)
+from comfykube.types import MAX_SEED, ImageJobSpec
 from comfykube_bot.flags import parse_ratio
 
 #: Aspect choices offered by /imagine (≤ 25: Discord's limit for static choices).
@@ -29,21 +42,6 @@ ASPECTS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"]
 MAX_ASPECT = 4.0
 #: Largest integer a Discord INTEGER option can carry (2^53 - 1); inline --seed goes up to MAX_SEED.
 DISCORD_MAX_INT = 2**53 - 1
-
-# Label and annotation keys (comfykube.dev/*). Labels are for selectors (fair share, /jobs);
-# annotations carry where the job's message is and whether its result was delivered.
-LABEL_REQUESTER = f"{API_GROUP}/requester"
-LABEL_GUILD = f"{API_GROUP}/guild"
-LABEL_CHANNEL = f"{API_GROUP}/channel"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "comfykube-bot"
-ANN_CHANNEL = f"{API_GROUP}/discord-channel"
-ANN_MESSAGE = f"{API_GROUP}/discord-message"
-ANN_DELIVERED = f"{API_GROUP}/discord-delivered"
-ANN_UPLOAD_LIMIT = f"{API_GROUP}/discord-upload-limit"
-ANN_SPOILER = f"{API_GROUP}/discord-spoiler"
-ANN_INTERACTION = f"{API_GROUP}/discord-interaction"
-ANN_REROLL_OF = f"{API_GROUP}/reroll-of"
 
 #: Slash-command option → spec field (camelCase, as on the wire).
 OPTION_TO_FIELD = {
@@ -276,7 +274,7 @@ def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, A
         LABEL_REQUESTER: str(origin.user_id),
         LABEL_GUILD: str(origin.guild_id) if origin.guild_id else "dm",
         LABEL_CHANNEL: str(origin.channel_id),
-        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MANAGED_BY: MANAGED_BY_BOT,
     }
     annotations = {ANN_CHANNEL: str(origin.channel_id)}
     if origin.message_id is not None:
@@ -293,20 +291,8 @@ def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, A
 
 
 __all__ = [
-    "ANN_CHANNEL",
-    "ANN_DELIVERED",
-    "ANN_INTERACTION",
-    "ANN_MESSAGE",
-    "ANN_REROLL_OF",
-    "ANN_SPOILER",
-    "ANN_UPLOAD_LIMIT",
     "ASPECTS",
     "DISCORD_MAX_INT",
-    "LABEL_CHANNEL",
-    "LABEL_GUILD",
-    "LABEL_MANAGED_BY",
-    "LABEL_REQUESTER",
-    "MANAGED_BY",
     "ImagineOptions",
     "OptionError",
     "Origin",

@@ -33,6 +33,13 @@ import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.errors import JobError
+from comfykube.names import (
+    LABEL_CHANNEL,
+    LABEL_GUILD,
+    LABEL_MANAGED_BY,
+    LABEL_REQUESTER,
+    MANAGED_BY_BOT,
+)
 from comfykube.types import ImageJobSpec
 from comfykube.workflows import WorkflowLibrary
 from comfykube_bot.flags import FlagError, parse_inline_flags
@@ -40,11 +47,6 @@ from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.policy import Caller, Policy, Refusal
 from comfykube_bot.render import render_progress, truncate
 from comfykube_bot.specs import (
-    LABEL_CHANNEL,
-    LABEL_GUILD,
-    LABEL_MANAGED_BY,
-    LABEL_REQUESTER,
-    MANAGED_BY,
     ImagineOptions,
     OptionError,
     Origin,
@@ -253,7 +255,7 @@ class Submitter:
                 LABEL_REQUESTER: str(caller.user_id),
                 LABEL_GUILD: str(caller.guild_id or "dm"),
                 LABEL_CHANNEL: str(caller.channel_id),
-                LABEL_MANAGED_BY: MANAGED_BY,
+                LABEL_MANAGED_BY: MANAGED_BY_BOT,
             },
         )
         try:

@@ -253,6 +253,13 @@ def printer_columns() -> list[dict[str, Any]]:
             "jsonPath": ".status.imageCount",
             "description": "Images stored so far.",
         },
+        # Why a job is where it is (Failed: the cause) without `kubectl describe`.
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": ".status.reason",
+            "description": "CamelCase cause of the phase, e.g. ComfyUIUnavailable or ModelNotFound.",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {
             "name": "Seed",
@@ -260,6 +267,13 @@ def printer_columns() -> list[dict[str, Any]]:
             "jsonPath": ".status.seed",
             "priority": 1,
             "description": "Seed actually used.",
+        },
+        {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".status.model",
+            "priority": 1,
+            "description": "Checkpoint actually used.",
         },
         {
             "name": "URL",

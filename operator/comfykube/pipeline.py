@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-from comfykube import metrics
-from comfykube.clock import REAL_CLOCK, Clock
+from comfykube import metrics, tempfiles
+from comfykube.checkpoint_rules import CheckpointRules
+from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
@@ -33,11 +32,13 @@ from comfykube.errors import (
     DownloadFailed,
     InvalidSpec,
     JobError,
+    PreflightFailed,
     PromptLost,
 )
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
     MAX_OUTPUTS,
     MAX_SEED,
@@ -144,6 +145,8 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Which checkpoints may be used, and which are never picked as a fallback.
+    checkpoint_rules: CheckpointRules = field(default_factory=CheckpointRules)
     #: Rules for input images (size, pixels, private URLs).
     input_limits: InputLimits = field(default_factory=InputLimits)
     #: An `s3Key` input must lie under the job's namespace (off for the CLI: no tenants there).
@@ -177,6 +180,9 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            checkpoint_rules=CheckpointRules.of(
+                settings.checkpoint_allow, settings.checkpoint_deny, settings.checkpoint_restricted
+            ),
             input_limits=settings.input_limits(),
             allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
         )
@@ -259,10 +265,17 @@ class Pipeline:
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
 
+        if spec.model is not None:
+            refusal = self.checkpoint_rules.refusal(spec.model)
+            if refusal is not None:
+                raise InvalidSpec(f"spec.model: {refusal}")
         await self.check_health()
         if spec.model is None and rendered.checkpoint is not None:
             spec = await self._installed_default(spec, rendered)
             rendered = self.prepare(spec, job, resume, images=placeholders)
+            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
+            if refusal is not None:
+                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
         await self.comfy.preflight(
             checkpoint=rendered.checkpoint,
             sampler=rendered.sampler,
@@ -275,7 +288,7 @@ class Pipeline:
             self._store_ready = True
 
         submissions = resume.submissions
-        with tempfile.TemporaryDirectory(prefix="comfykube-in-", dir=self.tmp_dir) as inputs_dir:
+        with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
             try:
                 entry, submissions = await self._submit_or_attach(
@@ -293,6 +306,7 @@ class Pipeline:
             prompt_id=job.prompt_id,
             backend=backend,
             seed=seed,
+            model=rendered.checkpoint,
             submissions=submissions,
             images=images,
             image_count=len(images),
@@ -308,13 +322,21 @@ class Pipeline:
         """No model asked for and the workflow's default is not installed: use one that is.
 
         A spec that names no model means "whatever this ComfyUI has", as ComfyUI's own UI
-        does; a model the spec names is never swapped (preflight refuses it instead).
+        does; a model the spec names is never swapped (preflight refuses it instead). A
+        checkpoint the deployment restricts (e.g. NSFW ones) or refuses is never picked.
         """
         installed = await self.comfy.checkpoints(fresh=False)
         if not installed or rendered.checkpoint in installed:
             return spec
-        log.info("checkpoint %s is not installed; using %s", rendered.checkpoint, installed[0])
-        return spec.model_copy(update={"model": installed[0]})
+        candidates = self.checkpoint_rules.fallbacks(installed)
+        if not candidates:
+            raise PreflightFailed(
+                f"the workflow's default checkpoint {rendered.checkpoint!r} is not installed and none of the "
+                f"installed ones ({', '.join(installed)}) may be picked automatically (CHECKPOINT_RESTRICTED, "
+                "CHECKPOINT_DENY, CHECKPOINT_ALLOW); name one in spec.model"
+            )
+        log.info("checkpoint %s is not installed; using %s", rendered.checkpoint, candidates[0])
+        return spec.model_copy(update={"model": candidates[0]})
 
     async def check_health(self) -> None:
         """Health-check ComfyUI (with retries) unless a recent check passed."""
@@ -370,8 +392,10 @@ class Pipeline:
                     return state.entry, max(submissions, 1)
                 if state.phase is PromptPhase.UNKNOWN:
                     if submissions >= MAX_SUBMISSIONS:
+                        # The resubmissions are used up: another try would only wait for the deadline.
                         raise PromptLost(
-                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
+                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times",
+                            retryable=False,
                         )
                     if submissions:
                         log.warning("%s: ComfyUI lost prompt %s; submitting it again once", job, pid)
@@ -405,9 +429,12 @@ class Pipeline:
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
                     )
-                except PromptLost:
+                except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:
-                        raise
+                        raise PromptLost(
+                            f"{exc.message}; it was submitted {submissions} times, the most allowed",
+                            retryable=False,
+                        ) from None
                     continue  # next round submits it again, once
                 if "running" in timing:
                     metrics.EXECUTION.observe(time.monotonic() - timing["running"])
@@ -422,7 +449,7 @@ class Pipeline:
         if len(outputs) > MAX_OUTPUTS:
             raise DownloadFailed(f"the prompt produced {len(outputs)} outputs; at most {MAX_OUTPUTS} are kept")
         stored: list[StoredImage] = []
-        with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
+        with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
                 downloaded = await self.comfy.download(output, Path(tmp), expected_size=rendered.expected_size)
@@ -463,6 +490,8 @@ class Pipeline:
             },
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
+        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
         return StoredImage(
             kind=image.kind,
             key=key,
@@ -475,6 +504,7 @@ class Pipeline:
             node=image.source.node_id or None,
             url=url,
             url_expires_at=rfc3339(expires_at) if expires_at else None,
+            thumbnail_key=thumb,
         )
 
     async def release(self, job: JobIdentity) -> None:
@@ -541,27 +571,14 @@ def _stored_message(images: list[StoredImage]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in counts.items()) + " stored"
 
 
-def rfc3339(moment: datetime) -> str:
-    """`2026-11-29T10:00:00Z`: the timestamp format Kubernetes uses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def failed_status(error: JobError, *, clock: Clock, **fields: object) -> ImageJobStatus:
+    """A terminal status for a failure: Failed, or Cancelled for a cancellation.
 
-
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 → epoch seconds (None stays None)."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def now_rfc3339(clock: Clock = REAL_CLOCK) -> str:
-    """The clock's now, as RFC 3339."""
-    return rfc3339(datetime.fromtimestamp(clock.now(), UTC))
-
-
-def failed_status(error: JobError, **fields: object) -> ImageJobStatus:
-    """A terminal status for a failure: Failed, or Cancelled for a cancellation."""
+    `fields` are what was known when it failed (prompt id, seed, backend, submissions,
+    start time): a failure reports them as a success would.
+    """
     phase = Phase.CANCELLED if error.reason == "Cancelled" else Phase.FAILED
     return ImageJobStatus.model_validate(
-        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339()}
+        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339(clock)}
         | {k: v for k, v in fields.items() if v is not None}
     )

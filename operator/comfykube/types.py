@@ -9,6 +9,7 @@ Python code uses snake_case attributes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -346,6 +347,9 @@ class StoredImage(_Model):
     node: str | None = Field(default=None, max_length=64, description="The graph node that produced it.")
     url: str | None = Field(default=None, description="Presigned GET URL.")
     url_expires_at: str | None = Field(default=None, description="When url stops working (RFC 3339).")
+    thumbnail_key: str | None = Field(
+        default=None, description="Object key of a small WebP preview beside the image (made once, when stored)."
+    )
 
 
 class Condition(_Model):
@@ -369,6 +373,9 @@ class ImageJobStatus(_Model):
     prompt_id: str | None = Field(default=None, description="ComfyUI prompt id (the ImageJob uid).")
     backend: str | None = Field(default=None, description="ComfyUI backend that ran the job.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed actually used.")
+    model: str | None = Field(
+        default=None, max_length=255, description="Checkpoint actually used (a fallback when the default is missing)."
+    )
     progress: Progress | None = None
     progress_text: str | None = Field(
         default=None, description="Steps done/total for `kubectl get`, e.g. 12/20 (mirrors progress)."
@@ -394,6 +401,52 @@ class ImageJobStatus(_Model):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ImageJobStatus:
+        """Status as read back from the API server; fields that do not validate are dropped.
+
+        Status is data: an object edited by hand (or by an older version) must not stop
+        the operator, so a bad field is forgotten rather than trusted or fatal.
+        """
+        if not isinstance(data, dict):
+            return cls()
+        fields = {key: value for key, value in data.items() if key in _STATUS_WIRE_NAMES}
+        while True:
+            try:
+                return cls.model_validate(fields)
+            except ValidationError as exc:
+                bad = {str(err["loc"][0]) for err in exc.errors() if err.get("loc")}
+                if not bad & set(fields):
+                    return cls()
+                for key in bad:
+                    fields.pop(key, None)
+
+    def with_derived(self) -> ImageJobStatus:
+        """This status with the mirror fields (`imageCount`, `progressText`) filled from their sources."""
+        text = f"{self.progress.value}/{self.progress.max}" if self.progress is not None else None
+        return self.model_copy(update={"image_count": len(self.images), "progress_text": text})
+
+    def wire_fields(self, names: Iterable[str]) -> dict[str, Any]:
+        """The wire (camelCase, JSON-ready) values of just these fields, for a merge patch.
+
+        Unlike `wire()`, an unset top-level field is kept as None: in a merge patch that
+        removes it. Nested objects leave their unset fields out, as `wire()` does.
+        """
+        fields = type(self).model_fields
+        wanted = set(names)
+        unknown = wanted - set(fields)
+        if unknown:
+            raise KeyError(f"not ImageJobStatus fields: {sorted(unknown)}")
+        present = self.model_dump(mode="json", by_alias=True, exclude_none=True, include=wanted)
+        return {fields[name].alias or name: present.get(fields[name].alias or name) for name in wanted}
+
+
+
+#: The camelCase names of every status field, as they appear on the wire.
+_STATUS_WIRE_NAMES = frozenset(
+    {info.alias or name for name, info in ImageJobStatus.model_fields.items()} | set(ImageJobStatus.model_fields)
+)
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:

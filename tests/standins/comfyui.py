@@ -1,7 +1,8 @@
 """A ComfyUI 0.3.64 stand-in that answers like the real server did in the recorded captures.
 
 The shapes, status codes, headers and WebSocket frame order come from
-``/work/shared/comfyui-protocol/captures`` (real ComfyUI 0.3.64 on a CPU). The stand-in runs
+``/work/shared/comfyui-protocol/captures`` (real ComfyUI 0.3.64 on a CPU; the ones the tests
+replay are copied into ``tests/data/comfyui/``). The stand-in runs
 the standard txt2img graph (and a few model-free image nodes) without a model: KSampler just
 sleeps for a simulated time, and SaveImage writes real, solid-colour PNG files with the prompt
 in a ``tEXt`` chunk, so a client can download, check and upload them.

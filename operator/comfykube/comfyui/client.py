@@ -91,6 +91,7 @@ class ComfyClient:
         ws_quiet_seconds: float = 60.0,
         download_timeout: float | None = None,
         max_download_bytes: int = DEFAULT_MAX_BYTES,
+        refused_grace: float | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.client_id = client_id or f"comfykube-{uuid.uuid4().hex[:12]}"
@@ -101,6 +102,9 @@ class ComfyClient:
         self.ws_quiet_seconds = ws_quiet_seconds
         self.download_timeout = download_timeout if download_timeout is not None else max(timeout, 60.0)
         self.max_download_bytes = max_download_bytes
+        #: While following, seconds of nothing but refused connections before `BackendRefused`
+        #: (None: refused counts like any failure; the operator sets COMFYUI_REFUSED_GRACE).
+        self.refused_grace = refused_grace
         self._http: httpx.AsyncClient | None = None
         self._hub: EventHub | None = None
         self._object_info: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -410,6 +414,7 @@ class ComfyClient:
             lost_polls=lost_polls,
             poll_interval=poll_interval,
             unreachable_grace=unreachable_grace,
+            refused_grace=self.refused_grace,
             poll_first=poll_first,
         )
 

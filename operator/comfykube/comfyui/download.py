@@ -24,7 +24,7 @@ import httpx
 
 from comfykube.comfyui.media import HEAD_BYTES, check_media
 from comfykube.comfyui.models import DownloadedImage, OutputImage
-from comfykube.comfyui.transport import describe_transport_error, status_text
+from comfykube.comfyui.transport import describe_transport_error, status_text, unavailable
 from comfykube.errors import ComfyUIUnavailable, DownloadFailed
 from comfykube.types import OutputKind
 
@@ -99,7 +99,7 @@ async def download_image(
                         out.write(chunk)
             except httpx.HTTPError as exc:
                 if received == 0 and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    raise ComfyUIUnavailable(f"GET {url}: {describe_transport_error(exc)}") from None
+                    raise unavailable("GET", url, describe_transport_error(exc)) from None
                 raise DownloadFailed(
                     f"image {name!r} was cut off after {received} bytes ({describe_transport_error(exc)})"
                 ) from None
