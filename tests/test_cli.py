@@ -213,3 +213,53 @@ def test_download_dirs_of_a_killed_run_are_swept_at_start(cli_env: dict[str, str
     assert not stale.exists()
     assert mine.is_dir() and foreign.is_dir()
     assert sorted(p.name for p in temp.iterdir()) == sorted([mine.name, foreign.name])  # its own dir is gone too
+def _png(path: Path, width: int, height: int) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (width, height), (90, 160, 20)).save(path)
+    return path
+
+
+def test_generate_img2img_with_a_local_image(cli_env: dict[str, str], comfyui_process: Any, tmp_path: Path) -> None:
+    photo = _png(tmp_path / "photo.png", 72, 56)
+    env = {**cli_env, "EXTRA_WORKFLOWS_DIR": str(REPO / "tests" / "data" / "workflows")}
+    result = comfykube(
+        "generate", "a red fox", "--workflow", "io_img2img", "--image", f"init={photo}", "--steps", "2", "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    (image,) = json.loads(result.stdout)["images"]
+    assert (image["width"], image["height"], image["kind"]) == (72, 56, "image")
+    (upload,) = comfyui_process.stats()["uploads"]
+    assert upload.startswith("comfykube/") and upload.endswith("/init.png")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--image", "init=/no/such/photo.png"], "no such file"),
+        (["--image", "init"], "expected NAME=PATH or NAME=URL"),
+        ([], "needs the image 'init'"),
+    ],
+)
+def test_generate_refuses_bad_images_before_contacting_comfyui(
+    cli_env: dict[str, str], comfyui_process: Any, flags: list[str], expected: str
+) -> None:
+    env = {**cli_env, "EXTRA_WORKFLOWS_DIR": str(REPO / "tests" / "data" / "workflows")}
+    result = comfykube("generate", "a red fox", "--workflow", "io_img2img", *flags, env=env)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    stats = comfyui_process.stats()
+    assert stats["submissions"] == {} and stats["uploads"] == []
+
+
+def test_generate_refuses_a_text_file_as_an_image(
+    cli_env: dict[str, str], comfyui_process: Any, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture\n")
+    env = {**cli_env, "EXTRA_WORKFLOWS_DIR": str(REPO / "tests" / "data" / "workflows")}
+    result = comfykube("generate", "a red fox", "--workflow", "io_img2img", "--image", f"init={notes}", env=env)
+    assert result.returncode == 1 and "InputImageFailed" in result.stderr and "not a PNG" in result.stderr
+    stats = comfyui_process.stats()
+    assert stats["submissions"] == {} and stats["uploads"] == []

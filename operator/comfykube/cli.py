@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir", type=Path,
         help="where images go without MinIO; with MinIO, a local copy of each stored image goes here too",
     )
+    gen.add_argument(
+        "--image", action="append", default=[], metavar="NAME=PATH_OR_URL",
+        help="an input image of the workflow: a local file or an http(s) URL (repeatable), e.g. init=photo.png",
+    )
     gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
     gen.add_argument(
         "--set", action="append", default=[], dest="set_values", metavar="NAME=VALUE",
@@ -243,6 +247,30 @@ def apply_set_values(spec: dict[str, Any], values: list[str], workflows: Any) ->
     spec["inputs"] = inputs
 
 
+def images_from_args(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, Path]]:
+    """`--image name=…` flags: URL entries for spec.images, and local files by name.
+
+    A URL goes into the spec (fetched and checked like any ImageJob's); a file is read
+    from disk by the pipeline, checked the same way, and never copied into the spec.
+    """
+    urls: list[dict[str, str]] = []
+    files: dict[str, Path] = {}
+    for item in getattr(args, "image", None) or ():
+        name, sep, where = item.partition("=")
+        if not sep or not name or not where:
+            raise InvalidSpec(f"--image {item!r}: expected NAME=PATH or NAME=URL, e.g. --image init=photo.png")
+        if name in files or any(entry["name"] == name for entry in urls):
+            raise InvalidSpec(f"--image {name}: given more than once")
+        if where.lower().startswith(("http://", "https://")):
+            urls.append({"name": name, "url": where})
+            continue
+        path = Path(where).expanduser()
+        if not path.is_file():
+            raise InvalidSpec(f"--image {name}: no such file {where!r}")
+        files[name] = path
+    return urls, files
+
+
 def check_object_name(value: Any, source: Path) -> str | None:
     """`metadata.name` as Kubernetes would accept it (None when absent); InvalidSpec otherwise."""
     if value is None:
@@ -287,6 +315,9 @@ def _generate(args: argparse.Namespace) -> int:
             from comfykube.workflows import WorkflowLibrary
 
             apply_set_values(raw, args.set_values, WorkflowLibrary.from_settings(settings))
+        urls, files = images_from_args(args)
+        if urls:
+            raw["images"] = [*(raw.get("images") or []), *urls]
         spec = parse_spec(raw)
     except ValidationError as exc:
         print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
@@ -295,7 +326,7 @@ def _generate(args: argparse.Namespace) -> int:
         return _fail(args, exc, EXIT_BAD_INPUT)
     known = Known()
     try:
-        status = asyncio.run(_run_generate(spec, settings, name, args, known))
+        status = asyncio.run(_run_generate(spec, settings, name, args, known, files))
     except BAD_INPUT_ERRORS as exc:
         return _fail(args, exc, EXIT_BAD_INPUT, known)
     except JobError as exc:
@@ -328,7 +359,8 @@ def _fail(args: argparse.Namespace, error: JobError, code: int, known: Known | N
 
 
 async def _run_generate(
-    spec: Any, settings: Any, name: str | None, args: argparse.Namespace, known: Known
+    spec: Any, settings: Any, name: str | None, args: argparse.Namespace, known: Known,
+    files: dict[str, Path] | None = None,
 ) -> Any:
     from comfykube import tempfiles
     from comfykube.clock import REAL_CLOCK, now_rfc3339
@@ -359,6 +391,8 @@ async def _run_generate(
             keep_copies_in=args.output_dir if settings.minio_endpoint else None,
             allow_raw_graphs=True,  # local use: see the module docstring
         )
+        # No tenants on one machine: any key of the configured bucket may be an input.
+        pipeline.confine_keys_to_namespace = False
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
 
             async def report(event: PipelineEvent) -> None:
@@ -371,7 +405,9 @@ async def _run_generate(
             try:
                 # The deadline covers the whole job, downloads and uploads included.
                 async with asyncio.timeout(clock.real_seconds(timeout)):
-                    status = await pipeline.run(spec, job, report=report, deadline_at=deadline_at)
+                    status = await pipeline.run(
+                        spec, job, report=report, deadline_at=deadline_at, local_images=files
+                    )
             except TimeoutError:
                 if known.submissions:
                     await _cancel_quietly(comfy, job.prompt_id)

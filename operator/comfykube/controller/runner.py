@@ -20,6 +20,7 @@ from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
 from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
+from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
@@ -200,6 +201,8 @@ async def _one_attempt(
 ) -> ImageJobStatus:
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
+    # Before a slot is taken: a job waiting for the job it chains from holds no backend.
+    resolved = await resolve_from_jobs(ctx.api, job.namespace, spec) if spec.images else {}
     pinned = writer.status.backend if resume.submissions else None
     # Only a model the spec names restricts the backends; without one, any installed
     # checkpoint will do (the pipeline falls back to one the backend has).
@@ -232,7 +235,8 @@ async def _one_attempt(
                 log.debug("running on %s", backend)
                 try:
                     return await ctx.pipeline(backend).run(
-                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at,
+                        resolved_jobs=resolved,
                     )
                 except BackendRefused:
                     # Nothing listens there any more: drain it now, not at the next periodic check,
