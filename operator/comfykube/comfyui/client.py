@@ -202,6 +202,22 @@ class ComfyClient:
         self._checkpoints = (now, names)
         return list(names)
 
+    async def models_in(self, folder: str) -> list[str]:
+        """File names in one of ComfyUI's model folders (`/models/{folder}`, e.g. `loras`).
+
+        A ComfyUI without that folder answers 404: that is an empty list, not an outage.
+        """
+        url = self.url(f"/models/{quote(folder, safe='')}")
+        response = await request(self.http, "GET", url)
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise unavailable("GET", url, f"answered {status_text(response)}")
+        body = json_body(response, "GET", url)
+        if not isinstance(body, list):
+            raise unavailable("GET", url, "answered something other than a list")
+        return [str(name) for name in body]
+
     async def object_info(self, class_type: str) -> dict[str, Any]:
         """`/object_info/{class}` for one node class, cached for `object_info_ttl` clock seconds.
 

@@ -17,7 +17,7 @@ from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
 from comfykube.controller.shard import Selector
 from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
-from comfykube.settings import Settings
+from comfykube.settings import Settings, describe_settings_error
 from comfykube.types import API_GROUP, PLURAL
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def run_operator(
         settings = Settings()
         parsed = Selector.parse(selector if selector is not None else settings.operator_selector)
     except ValidationError as exc:  # fail at start, naming the variable, not at the first job
-        print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
+        print(f"comfykube operator: bad configuration: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"comfykube operator: bad --selector: {exc}", file=sys.stderr)
