@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kmock
 import pytest
 import yaml
 
@@ -490,3 +491,23 @@ async def test_cards_and_links_are_built_once_and_shared(tmp_path: Path) -> None
     changed = JobView.from_obj({"metadata": {"name": "a", "namespace": "ns", "uid": "u"}, "spec": {"prompt": "y"}})
     index.upsert(changed)
     assert (await cache.get(changed))[0]["prompt"] == "y"
+
+
+async def test_the_feed_watches_on_after_a_stream_ends_and_lists_again_after_410(s3_settings: Any) -> None:
+    from tests.standins.kube import FakeKube
+
+    fake = FakeKube(event_log_limit=5)
+    async with fake, fake.serve(), serve_gallery(fake, s3_settings) as gallery:
+        add_job(fake, "a")
+        await gallery.synced(1)
+        fake.stop_watches()  # a normal end: the feed watches on from the last version it saw
+        add_job(fake, "b")
+        await gallery.synced(2)
+        # A gap longer than the server remembers: the next watch is refused (410 Gone).
+        fake.stop_watches()
+        fake._delete(kmock.resource("comfykube.dev", "v1alpha1", "imagejobs"), "default", "a", {})
+        for n in range(8):
+            add_job(fake, f"later-{n}")
+        await gallery.synced(9)
+        # Only a fresh list can tell that "a" went away (its DELETED event was forgotten).
+        assert {job.name for job in gallery.parts.index.jobs()} == {"b", *(f"later-{n}" for n in range(8))}
