@@ -88,12 +88,19 @@ def test_bad_input_exits_2_naming_the_field(cli_env: dict[str, str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_euler_a_exits_1_with_a_message_naming_the_right_sampler(cli_env: dict[str, str]) -> None:
+def test_euler_a_exits_2_as_bad_input_with_a_message_naming_the_right_sampler(cli_env: dict[str, str]) -> None:
     result = comfykube("generate", "fox", "--sampler", "euler_a", "--json", env=cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 2, result.stderr  # the README: 2 is bad input, and this is
     status = json.loads(result.stdout)
     assert status["phase"] == "Failed" and status["reason"] == "PreflightFailed"
     assert "euler_ancestral" in status["message"]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_exits_2_as_bad_input(cli_env: dict[str, str]) -> None:
+    result = comfykube("generate", "fox", "--model", "not-installed.safetensors", env=cli_env)
+    assert result.returncode == 2, result.stderr
+    assert "PreflightFailed" in result.stderr and "not-installed.safetensors" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -116,7 +116,7 @@ async def test_filenames_with_space_ampersand_hash_unicode_and_subfolder_downloa
         ("empty", "empty body"),
         ("truncated", "cut off"),
         ("html200", "HTML page"),
-        ("wrong_magic", "not a PNG, JPEG or WebP"),
+        ("wrong_magic", "named .png but its bytes are image/gif"),
         ("not_found", "404"),
         ("wrong_size", "expected 64x48"),
     ],

@@ -15,6 +15,7 @@ from comfykube.comfyui.events import ExecutionSuccess, ProgressEvent
 from comfykube.comfyui.follow import follow_prompt
 from comfykube.comfyui.hub import Watch
 from comfykube.comfyui.models import HistoryEntry, ProgressUpdate, QueueItem, QueueSnapshot
+from comfykube.comfyui.transport import BackendRefused, unavailable
 from comfykube.errors import ComfyUIUnavailable, DeadlineExceeded, PromptLost
 
 DONE = HistoryEntry(prompt_id="p", status_str="success", completed=True)
@@ -105,3 +106,32 @@ async def test_deadline_in_the_past_raises_at_once() -> None:
     with pytest.raises(DeadlineExceeded):
         await follow_prompt(source, Watch("p"), "p", clock=CLOCK, deadline_at=CLOCK.now() - 1)
     assert source.history_calls == 0
+
+
+async def test_refused_connections_give_up_after_the_refused_grace_not_the_long_one() -> None:
+    refused = BackendRefused("GET /history/p: connection refused")
+    source = Script(history=[refused], queue=[PENDING])
+    started = CLOCK.now()
+    with pytest.raises(BackendRefused) as caught:
+        await follow_prompt(source, Watch("p"), "p", clock=CLOCK, poll_interval=2,
+                            unreachable_grace=60, refused_grace=5)
+    assert 5 <= CLOCK.now() - started < 30
+    assert "refused every connection" in caught.value.message
+
+
+async def test_a_timeout_among_refusals_keeps_the_long_grace() -> None:
+    # It answered slowly once (a busy server may still be rendering): not a dead process.
+    refused = BackendRefused("GET /history/p: connection refused")
+    slow = ComfyUIUnavailable("GET /history/p: timed out")
+    source = Script(history=[refused, refused, slow, refused, refused, slow], queue=[PENDING])
+    started = CLOCK.now()
+    with pytest.raises(ComfyUIUnavailable) as caught:
+        await follow_prompt(source, Watch("p"), "p", clock=CLOCK, poll_interval=2,
+                            unreachable_grace=20, refused_grace=5)
+    assert not isinstance(caught.value, BackendRefused)
+    assert CLOCK.now() - started >= 20
+
+
+def test_a_refused_connection_is_its_own_kind_of_unavailable() -> None:
+    assert isinstance(unavailable("GET", "http://x/queue", "connection refused"), BackendRefused)
+    assert not isinstance(unavailable("GET", "http://x/queue", "timed out"), BackendRefused)

@@ -1,7 +1,8 @@
 """`comfykube` command line: generate, crd, operator, bot, web.
 
 Exit codes of `generate`: 0 succeeded, 1 the job failed (reason and message
-printed), 2 bad input (invalid spec, unreadable file, bad configuration).
+printed), 2 bad input (invalid spec or manifest, unreadable file, bad
+configuration, or a checkpoint, sampler or scheduler this ComfyUI does not offer).
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from comfykube.errors import InvalidSpec, JobError, WorkflowError
+from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed, WorkflowError
 from comfykube.types import ImageJobSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -27,6 +30,11 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 #: CLI flags whose name is not the spec attribute's; every other scalar spec field is
 #: its own flag (`--batch-size` → `batch_size` → `batchSize`), so they cannot drift apart.
 FLAG_FOR_FIELD = {"negative_prompt": "negative", "timeout_seconds": "timeout"}
+#: A Kubernetes object name (RFC 1123 subdomain): it becomes part of object keys and paths.
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+MAX_OBJECT_NAME = 253
+#: Errors that mean "the request asks for something that cannot be": bad input, exit 2.
+BAD_INPUT_ERRORS = (InvalidSpec, WorkflowError, PreflightFailed)
 
 
 class ObjectFormatter(logging.Formatter):
@@ -81,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     scope = op.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], help="namespace to watch")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    op.add_argument(
+        "-l", "--selector", default=None,
+        help="run only ImageJobs with these labels (a shard, e.g. comfykube.dev/shard=a; env OPERATOR_SELECTOR)",
+    )
     op.add_argument("--health-port", type=int, default=8080, help="serves /healthz and /readyz")
     op.add_argument("--metrics-port", type=int, default=9090, help="serves /metrics; 0 disables")
 
@@ -123,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_operator(
             namespaces=args.namespace,
             all_namespaces=args.all_namespaces,
+            selector=args.selector,
             health_port=args.health_port,
             metrics_port=args.metrics_port,
         )
@@ -144,12 +157,17 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
     if args.file:
         try:
             doc = yaml.safe_load(args.file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidSpec(f"cannot read {args.file}: not UTF-8 text (byte {exc.start})") from None
         except (OSError, yaml.YAMLError) as exc:
             raise InvalidSpec(f"cannot read {args.file}: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("spec"), dict):
             raise InvalidSpec(f"{args.file}: expected an ImageJob manifest with a spec")
         spec = dict(doc["spec"])
-        name = (doc.get("metadata") or {}).get("name")
+        metadata = doc.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidSpec(f"{args.file}: metadata must be a mapping")
+        name = check_object_name((metadata or {}).get("name"), args.file)
     if args.prompt is not None:
         spec["prompt"] = args.prompt
     for attribute, info in ImageJobSpec.model_fields.items():
@@ -159,6 +177,34 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
     if "prompt" not in spec:
         raise InvalidSpec("a prompt is required: comfykube generate \"a red fox in the snow\"")
     return spec, name
+
+
+def check_object_name(value: Any, source: Path) -> str | None:
+    """`metadata.name` as Kubernetes would accept it (None when absent); InvalidSpec otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidSpec(f"{source}: metadata.name must be a string (got {type(value).__name__})")
+    shown = repr(value[:40]) + ("…" if len(value) > 40 else "")
+    if len(value) > MAX_OBJECT_NAME:
+        raise InvalidSpec(f"{source}: metadata.name must be at most {MAX_OBJECT_NAME} characters (got {len(value)})")
+    if not OBJECT_NAME.match(value):
+        raise InvalidSpec(
+            f"{source}: metadata.name {shown} is not a Kubernetes name: lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+@dataclass
+class Known:
+    """What a run learnt before it ended, for a failure's status (as the operator keeps it)."""
+
+    start_time: str | None = None
+    prompt_id: str | None = None
+    seed: int | None = None
+    backend: str | None = None
+    submissions: int = 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -179,12 +225,13 @@ def _generate(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except InvalidSpec as exc:
         return _fail(args, exc, EXIT_BAD_INPUT)
+    known = Known()
     try:
-        status = asyncio.run(_run_generate(spec, settings, name, args))
-    except (InvalidSpec, WorkflowError) as exc:
-        return _fail(args, exc, EXIT_BAD_INPUT)
+        status = asyncio.run(_run_generate(spec, settings, name, args, known))
+    except BAD_INPUT_ERRORS as exc:
+        return _fail(args, exc, EXIT_BAD_INPUT, known)
     except JobError as exc:
-        return _fail(args, exc, EXIT_FAILED)
+        return _fail(args, exc, EXIT_FAILED, known)
     except KeyboardInterrupt:
         print("comfykube: interrupted", file=sys.stderr)
         return EXIT_FAILED
@@ -197,41 +244,77 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fail(args: argparse.Namespace, error: JobError, code: int) -> int:
+def _fail(args: argparse.Namespace, error: JobError, code: int, known: Known | None = None) -> int:
+    from comfykube.clock import REAL_CLOCK
     from comfykube.pipeline import failed_status
 
     if getattr(args, "json", False):
-        print(json.dumps(failed_status(error).wire(), indent=2))
+        facts = known or Known()
+        status = failed_status(
+            error, clock=REAL_CLOCK, start_time=facts.start_time, prompt_id=facts.prompt_id, seed=facts.seed,
+            backend=facts.backend, submissions=facts.submissions,
+        )
+        print(json.dumps(status.wire(), indent=2))
     print(f"comfykube: {error.reason}: {error.message}", file=sys.stderr)
     return code
 
 
-async def _run_generate(spec: Any, settings: Any, name: str | None, args: argparse.Namespace) -> Any:
+async def _run_generate(
+    spec: Any, settings: Any, name: str | None, args: argparse.Namespace, known: Known
+) -> Any:
+    from comfykube import tempfiles
+    from comfykube.clock import REAL_CLOCK, now_rfc3339
     from comfykube.comfyui.client import ComfyClient
-    from comfykube.pipeline import JobIdentity, Pipeline
+    from comfykube.pipeline import JobIdentity, Pipeline, PipelineEvent
     from comfykube.progress import TerminalProgress
     from comfykube.storage import make_store
     from comfykube.workflows import WorkflowLibrary
 
+    clock = REAL_CLOCK
     uid = str(uuid.uuid4())
     job = JobIdentity(namespace="local", name=name or f"job-{time.strftime('%Y%m%d-%H%M%S')}", uid=uid)
     workflows = WorkflowLibrary.from_settings(settings)
     workflows.get(spec.workflow)  # unknown workflow: bad input, before any network call
+    await asyncio.to_thread(tempfiles.sweep)  # downloads a killed run left behind
     timeout = spec.timeout_seconds or settings.default_timeout_seconds
+    known.start_time = now_rfc3339(clock)
+    deadline_at = clock.now() + timeout
     async with ComfyClient(settings.comfyui_urls[0], timeout=settings.comfyui_request_timeout) as comfy:
         pipeline = Pipeline.from_settings(
             settings,
             comfy=comfy,
             store=make_store(settings),
             workflows=workflows,
+            clock=clock,
             keep_copies_in=args.output_dir if settings.minio_endpoint else None,
         )
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
-            status = await pipeline.run(
-                spec, job, report=progress.report, deadline_at=time.time() + timeout
-            )
+
+            async def report(event: PipelineEvent) -> None:
+                known.prompt_id = event.prompt_id or known.prompt_id
+                known.seed = event.seed if event.seed is not None else known.seed
+                known.backend = event.backend or known.backend
+                known.submissions = event.submissions if event.submissions is not None else known.submissions
+                await progress.report(event)
+
+            try:
+                # The deadline covers the whole job, downloads and uploads included.
+                async with asyncio.timeout(clock.real_seconds(timeout)):
+                    status = await pipeline.run(spec, job, report=report, deadline_at=deadline_at)
+            except TimeoutError:
+                if known.submissions:
+                    await _cancel_quietly(comfy, job.prompt_id)
+                raise DeadlineExceeded(f"the job did not finish within {timeout} s") from None
         await pipeline.release(job)
     return status
+
+
+async def _cancel_quietly(comfy: Any, prompt_id: str) -> None:
+    """Cancel a prompt after the deadline; a failure here changes nothing about the outcome."""
+    try:
+        await comfy.cancel(prompt_id)
+    except JobError as exc:
+        logging.getLogger(__name__).info("could not cancel prompt %s: %s", prompt_id, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

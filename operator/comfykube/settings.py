@@ -6,13 +6,18 @@ instead of failing the first job minutes later.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfykube.types import MAX_PRESIGN_SECONDS
+
+if TYPE_CHECKING:
+    from comfykube.inputs.prepare import InputLimits
 
 
 def _shipped_workflows() -> Path:
@@ -24,6 +29,10 @@ def _shipped_workflows() -> Path:
 
 #: Where the workflows shipped with the package live (repo checkout or installed data).
 DEFAULT_WORKFLOWS_DIR = _shipped_workflows()
+
+
+#: A list read from one variable: comma-separated text or a JSON array.
+GlobList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -47,6 +56,14 @@ class Settings(BaseSettings):
     comfyui_unreachable_grace: float = Field(
         default=60.0, gt=0, description="Seconds a followed backend may not answer before the job moves or retries."
     )
+    comfyui_refused_grace: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "Seconds a followed backend may refuse every connection (its process is gone) before the job moves; "
+            "timeouts keep COMFYUI_UNREACHABLE_GRACE."
+        ),
+    )
 
     minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
     minio_access_key: str | None = None
@@ -66,6 +83,10 @@ class Settings(BaseSettings):
     extra_workflows_dir: Path | None = Field(
         default=None, description="More workflows (e.g. a mounted ConfigMap); same names override."
     )
+    allow_raw_graphs: bool = Field(
+        default=False,
+        description="Accept spec.graph (any API-format graph; it can run any node installed on ComfyUI).",
+    )
     default_timeout_seconds: int = Field(
         default=600, ge=1, description="Job deadline when spec.timeoutSeconds is not set."
     )
@@ -83,6 +104,42 @@ class Settings(BaseSettings):
     comfyui_discovery_namespace: str | None = Field(default=None, description="Namespace of that Service.")
     comfyui_discovery_port: int = Field(default=8188, ge=1, le=65535, description="Port when slices name none.")
     backend_check_interval: float = Field(default=5.0, gt=0, description="Seconds between backend health checks.")
+    operator_selector: str | None = Field(
+        default=None,
+        description=(
+            "Label selector of the ImageJobs this operator runs (its shard, e.g. comfykube.dev/shard=a); "
+            "unset: all in the watched namespaces. `comfykube operator --selector` overrides it."
+        ),
+    )
+
+    checkpoint_allow: GlobList = Field(
+        default_factory=list, description="Checkpoint globs jobs may use (empty: any); others are refused."
+    )
+    checkpoint_deny: GlobList = Field(
+        default_factory=list, description="Checkpoint globs never used; a spec naming one is refused."
+    )
+    checkpoint_restricted: GlobList = Field(
+        default_factory=list,
+        description="Checkpoint globs used only when a spec names them, never as a fallback (e.g. NSFW ones).",
+    )
+
+    @field_validator("checkpoint_allow", "checkpoint_deny", "checkpoint_restricted", mode="before")
+    @classmethod
+    def _glob_list(cls, value: Any) -> list[str]:
+        return split_list(value)
+
+    input_image_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest input image (spec.images) accepted, in bytes."
+    )
+    input_image_max_pixels: int = Field(
+        default=4096 * 4096, ge=64 * 64, description="Largest input image accepted, in pixels (width x height)."
+    )
+    input_url_allow_private: bool = Field(
+        default=False,
+        description="Let input URLs reach loopback, private, link-local and metadata addresses (trusted setups).",
+    )
+    input_url_timeout_seconds: float = Field(default=30.0, gt=0, description="Seconds for one input URL request.")
+    input_url_max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects followed per input URL.")
 
     @field_validator("comfyui_url")
     @classmethod
@@ -94,12 +151,32 @@ class Settings(BaseSettings):
             raise ValueError("COMFYUI_URL is empty")
         return value
 
+    @field_validator("operator_selector")
+    @classmethod
+    def _selector_parses(cls, value: str | None) -> str | None:
+        from comfykube.controller.shard import Selector  # no dependencies: no import cycle
+
+        Selector.parse(value)
+        return value
+
     @field_validator("minio_public_endpoint")
     @classmethod
     def _public_endpoint_is_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("MINIO_PUBLIC_ENDPOINT must be a URL such as https://images.example.com")
         return value
+
+    def input_limits(self) -> InputLimits:
+        """The input image rules the pipeline applies."""
+        from comfykube.inputs.prepare import InputLimits
+
+        return InputLimits(
+            max_bytes=self.input_image_max_bytes,
+            max_pixels=self.input_image_max_pixels,
+            allow_private=self.input_url_allow_private,
+            url_timeout=self.input_url_timeout_seconds,
+            max_redirects=self.input_url_max_redirects,
+        )
 
     @property
     def comfyui_urls(self) -> list[str]:
@@ -110,3 +187,18 @@ class Settings(BaseSettings):
 def split_urls(value: str) -> list[str]:
     """`"http://a:8188/, http://b:8188"` → `["http://a:8188", "http://b:8188"]`."""
     return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+
+
+def split_list(value: Any) -> list[str]:
+    """`"a*, b"` → `["a*", "b"]`; a JSON array is read as one; lists pass through."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple | set | frozenset):
+        return [str(v).strip() for v in value if str(v).strip()]
+    text = str(value).strip()
+    if text.startswith("["):
+        parsed = json.loads(text)
+        if not isinstance(parsed, list):
+            raise ValueError("expected a JSON array")
+        return [str(v).strip() for v in parsed if str(v).strip()]
+    return [part.strip() for part in text.split(",") if part.strip()]

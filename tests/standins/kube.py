@@ -482,6 +482,9 @@ class FakeKube(kmock.KubernetesEmulator):
     _log_floor: int = attrs.field(default=0, init=False)  # events with rv <= floor were dropped
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _base_url: str | None = attrs.field(default=None, init=False)
+    #: Requests served per "VERB resource[/subresource]" (e.g. "patch imagejobs/status"), unbounded
+    #: but small: for benchmarks (``GET /_standin/requests``; ``?reset=1`` clears it).
+    request_counts: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         # Deliberately NOT calling kmock's post-init: it registers fallback reactions (the very
@@ -970,6 +973,7 @@ class FakeKube(kmock.KubernetesEmulator):
         try:
             request = await self._parse_request(raw_request)
             self._served += 1
+            self._count(request)
             self._requests.append(request)
             if len(self._requests) > self.history_limit:
                 del self._requests[: len(self._requests) - self.history_limit]
@@ -990,6 +994,17 @@ class FakeKube(kmock.KubernetesEmulator):
                 return await self._render_error(exc)
             await self._stream_error(exc, raw_response)
             return raw_response
+
+    def _count(self, request: rendering.Request) -> None:
+        if request.resource is None or not request.resource.plural:
+            return
+        if request.action == enums.action.WATCH:
+            verb = "watch"
+        else:
+            method = str(getattr(request.method, "value", request.method)).upper()
+            verb = {"GET": "list" if request.name is None else "get"}.get(method, method.lower())
+        what = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        self.request_counts[f"{verb} {what}"] += 1
 
     def _trim_reaction_histories(self) -> None:
         for payload in self._payloads:
@@ -1032,6 +1047,12 @@ class FakeKube(kmock.KubernetesEmulator):
             namespace=path.namespace, name=path.name, subresource=path.subresource,
         )
 
+    def _request_counts(self, reset: bool) -> dict[str, int]:
+        counts = dict(self.request_counts)
+        if reset:
+            self.request_counts.clear()
+        return counts
+
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, kmock.KubernetesError):
             body = {
@@ -1067,6 +1088,7 @@ class FakeKube(kmock.KubernetesEmulator):
                 "/healthz": lambda: "ok",
                 "/readyz": lambda: "ok",
                 "/livez": lambda: "ok",
+                "/_standin/requests": lambda: self._request_counts(request.params.get("reset") in _TRUTHY),
             }
             if url_path in simple:
                 result = simple[url_path]()

@@ -41,8 +41,10 @@ from comfykube.comfyui.models import (
     PromptPhase,
     PromptState,
     QueueSnapshot,
+    UploadedImage,
 )
 from comfykube.comfyui.transport import (
+    describe_transport_error,
     json_body,
     make_http_client,
     normalize_base_url,
@@ -88,6 +90,7 @@ class ComfyClient:
         ws_quiet_seconds: float = 60.0,
         download_timeout: float | None = None,
         max_download_bytes: int = DEFAULT_MAX_BYTES,
+        refused_grace: float | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.client_id = client_id or f"comfykube-{uuid.uuid4().hex[:12]}"
@@ -98,6 +101,9 @@ class ComfyClient:
         self.ws_quiet_seconds = ws_quiet_seconds
         self.download_timeout = download_timeout if download_timeout is not None else max(timeout, 60.0)
         self.max_download_bytes = max_download_bytes
+        #: While following, seconds of nothing but refused connections before `BackendRefused`
+        #: (None: refused counts like any failure; the operator sets COMFYUI_REFUSED_GRACE).
+        self.refused_grace = refused_grace
         self._http: httpx.AsyncClient | None = None
         self._hub: EventHub | None = None
         self._object_info: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -371,7 +377,52 @@ class ComfyClient:
             lost_polls=lost_polls,
             poll_interval=poll_interval,
             unreachable_grace=unreachable_grace,
+            refused_grace=self.refused_grace,
             poll_first=poll_first,
+        )
+
+    # ----------------------------------------------------------------- uploads
+
+    async def upload_image(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        filename: str,
+        subfolder: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> UploadedImage:
+        """POST /upload/image (multipart, streamed from `path`) into `subfolder` of ComfyUI's input folder.
+
+        `overwrite=false`: ComfyUI keeps a same-named file with the same bytes and answers
+        the same name, and renames one with other bytes (`init (1).png`, capture 85), so the
+        name it answers is the one to use in LoadImage (`UploadedImage.load_name`).
+        ComfyUI stores anything (capture 86): check the file before uploading it.
+        """
+        url = self.url("/upload/image")
+        data = {"type": "input", "subfolder": subfolder, "overwrite": "false"}
+        try:
+            # The file is read in chunks while the request streams; never whole in memory.
+            with open(path, "rb") as handle:  # noqa: ASYNC230 - local file, read one chunk at a time
+                response = await self.http.post(
+                    url,
+                    data=data,
+                    files={"image": (filename, handle, content_type)},
+                    timeout=self.download_timeout,
+                )
+        except httpx.HTTPError as exc:
+            raise unavailable("POST", url, describe_transport_error(exc)) from None
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise unavailable("POST", url, f"answered {status_text(response)}")
+        if response.status_code != 200:
+            raise PromptRejected(f"ComfyUI refused the upload of {filename!r}: POST /upload/image answered "
+                                 f"{status_text(response)}")
+        body = json_body(response, "POST", url)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise unavailable("POST", url, "answered JSON without the stored file's name")
+        return UploadedImage(
+            name=body["name"],
+            subfolder=str(body.get("subfolder") or ""),
+            type=str(body.get("type") or "input"),
         )
 
     # --------------------------------------------------------------- downloads

@@ -25,6 +25,7 @@ from comfykube.comfyui.events import (
 from comfykube.comfyui.history import outcome
 from comfykube.comfyui.hub import Watch
 from comfykube.comfyui.models import HistoryEntry, ProgressCallback, ProgressUpdate, QueueSnapshot
+from comfykube.comfyui.transport import BackendRefused
 from comfykube.errors import ComfyUIUnavailable, DeadlineExceeded, PromptLost
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ async def follow_prompt(
     lost_polls: int = 3,
     poll_interval: float = 2.0,
     unreachable_grace: float | None = None,
+    refused_grace: float | None = None,
     poll_first: bool = True,
 ) -> HistoryEntry:
     """Wait for `prompt_id` to finish and return its successful history entry.
@@ -92,7 +94,10 @@ async def follow_prompt(
     (`clock.now() >= deadline_at`; the caller cancels the prompt). Times are
     clock seconds; ComfyUI being unreachable during a poll is logged and retried, and
     after `unreachable_grace` seconds of nothing but failures ComfyUIUnavailable is
-    raised, so the caller can move the job to a backend that is alive.
+    raised, so the caller can move the job to a backend that is alive. When every failed
+    poll since then was a refused connection (nothing listens: the process and its queue
+    are gone), `refused_grace` applies instead and `BackendRefused` is raised; one timeout
+    in between (a busy server may still be rendering) puts the job back on the long grace.
     """
     reporter = _Reporter(on_progress)
     lost = 0
@@ -101,6 +106,7 @@ async def follow_prompt(
     # submission the WebSocket tells first, and the poll is only the safety net.
     next_poll = clock.now() if poll_first else clock.now() + poll_interval
     unreachable_since: float | None = None
+    refused_since: float | None = None
     while True:
         now = clock.now()
         if deadline_at is not None and now >= deadline_at:
@@ -112,6 +118,15 @@ async def follow_prompt(
                 log.warning("polling prompt %s: %s", prompt_id, exc.message)
                 entry, absent = None, False
                 unreachable_since = now if unreachable_since is None else unreachable_since
+                if isinstance(exc, BackendRefused):
+                    refused_since = now if refused_since is None else refused_since
+                    if refused_grace is not None and now - refused_since >= refused_grace:
+                        raise BackendRefused(
+                            f"ComfyUI refused every connection for {now - refused_since:.0f} s while following "
+                            f"prompt {prompt_id} (its process and queue are gone): {exc.message}"
+                        ) from None
+                else:
+                    refused_since = None
                 if unreachable_grace is not None and now - unreachable_since >= unreachable_grace:
                     raise ComfyUIUnavailable(
                         f"ComfyUI has not answered for {now - unreachable_since:.0f} s while following prompt "
@@ -119,6 +134,7 @@ async def follow_prompt(
                     ) from None
             else:
                 unreachable_since = None
+                refused_since = None
             if entry is not None:
                 await reporter.flush()
                 return outcome(entry)
@@ -130,6 +146,9 @@ async def follow_prompt(
                 )
             await reporter.flush()
             interval = poll_interval
+            if refused_since is not None and refused_grace is not None:
+                # A refused connection costs nothing: look more often, so the move comes on time.
+                interval = min(poll_interval, max(FAST_POLL, refused_grace / 5))
             if fast_left > 0:
                 fast_left -= 1
                 interval = min(poll_interval, FAST_POLL)

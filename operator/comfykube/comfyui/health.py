@@ -110,4 +110,5 @@ async def check_health(
             await client.aclose()
     assert last is not None
     noun = "attempt" if attempts == 1 else "attempts"
-    raise ComfyUIUnavailable(f"ComfyUI at {base_url} is not healthy after {attempts} {noun}: {last.message}")
+    # Keep the kind: a refused connection on the last attempt tells the pool the process is gone.
+    raise type(last)(f"ComfyUI at {base_url} is not healthy after {attempts} {noun}: {last.message}")

@@ -2,6 +2,9 @@
 
 One place decides what counts as "ComfyUI unavailable" (retry later) and how
 a failed call is described: `GET http://host:8188/queue: connection refused`.
+A refused connection is told apart (`BackendRefused`): nothing listens on the
+port, so the process and its in-memory queue are gone and a job there can move
+at once, while a timeout may be a busy server that is still rendering.
 """
 
 from __future__ import annotations
@@ -12,6 +15,18 @@ from typing import Any
 import httpx
 
 from comfykube.errors import ComfyUIUnavailable
+
+#: How `describe_transport_error` says that nothing listens on the port.
+REFUSED = "connection refused"
+
+
+class BackendRefused(ComfyUIUnavailable):
+    """ComfyUI refused the connection: no process listens there (its queue is gone with it).
+
+    Same reason and retryability as `ComfyUIUnavailable`; followers and the backend pool
+    use the type to move jobs within seconds instead of waiting out the grace period.
+    """
+
 
 #: Status codes that mean "a proxy or the server is struggling", worth retrying.
 UNAVAILABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
@@ -45,7 +60,7 @@ def describe_transport_error(exc: BaseException) -> str:
     if isinstance(exc, httpx.ConnectError):
         cause = _root_os_error(exc)
         if isinstance(cause, ConnectionRefusedError) or "refused" in str(exc).lower():
-            return "connection refused"
+            return REFUSED
         if cause is not None and cause.strerror:
             return f"cannot connect ({cause.strerror})"
         return f"cannot connect ({exc})" if str(exc) else "cannot connect"
@@ -56,8 +71,9 @@ def describe_transport_error(exc: BaseException) -> str:
 
 
 def unavailable(method: str, url: str, how: str) -> ComfyUIUnavailable:
-    """The error for a call that failed in a retryable way."""
-    return ComfyUIUnavailable(f"{method} {url}: {how}")
+    """The error for a call that failed in a retryable way (`BackendRefused` for a refused connection)."""
+    kind = BackendRefused if how == REFUSED else ComfyUIUnavailable
+    return kind(f"{method} {url}: {how}")
 
 
 def status_text(response: httpx.Response) -> str:

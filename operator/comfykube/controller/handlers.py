@@ -28,8 +28,16 @@ def _phase(status: Any) -> str:
     return str((status or {}).get("phase") or Phase.PENDING.value)
 
 
-def unfinished(status: Any, **_: Any) -> bool:
-    """Daemon filter: only jobs that still have work to do get a daemon."""
+def in_shard(labels: Any, memo: kopf.Memo, **_: Any) -> bool:
+    """Filter: the job is this operator's (its shard's selector; the API server filters first)."""
+    ctx: OperatorContext | None = memo.get("ctx")
+    return ctx is None or ctx.selector.matches(dict(labels or {}))
+
+
+def unfinished(status: Any, labels: Any = None, memo: kopf.Memo | None = None, **_: Any) -> bool:
+    """Daemon filter: only this shard's jobs that still have work to do get a daemon."""
+    if memo is not None and not in_shard(labels, memo):
+        return False
     return _phase(status) not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}
 
 
@@ -52,7 +60,7 @@ async def job_daemon(
     await run_job(ctx, _plain(body), stopped.wait, logger, finishing_ok=finishing_ok)
 
 
-@kopf.on.delete(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, when=in_shard)
 async def job_deleted(
     body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], memo: kopf.Memo, **_: Any
 ) -> None:

@@ -11,11 +11,14 @@ import kopf
 from aiohttp import web
 from pydantic import ValidationError
 
+from comfykube import tempfiles
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
+from comfykube.controller.shard import Selector
 from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
 from comfykube.settings import Settings
+from comfykube.types import API_GROUP, PLURAL
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +39,19 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.scanning.disabled = True  # no cluster-wide discovery of CRDs needed: we know ours
+    selector: Selector = _state.get("selector") or Selector.parse(None)
+    if selector:
+        # Server-side: kopf lists and watches only this shard's jobs, so it never touches another's.
+        settings.watching.label_selectors[API_GROUP, PLURAL] = selector.text
 
 
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
+    await asyncio.to_thread(tempfiles.sweep)  # downloads a killed operator left behind
     ctx = await OperatorContext.create(Settings())
     ctx.namespaces = _state.get("namespaces")
+    ctx.selector = _state.get("selector") or Selector.parse(None)
     memo["ctx"] = ctx
     _state["ctx"] = ctx
     _state["maintenance"] = asyncio.create_task(maintenance.run(ctx, ctx.settings.maintenance_interval_seconds))
@@ -60,10 +69,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         ctx.pool.set_backends(ctx.settings.comfyui_urls)
     ctx.ready = True
     log.info(
-        "comfykube operator ready: backends %s, store %s, workflows %s",
+        "comfykube operator ready: backends %s, store %s, workflows %s, jobs %s",
         f"from Service {service}" if service else ", ".join(ctx.settings.comfyui_urls),
         ctx.store.describe(),
         ", ".join(ctx.workflows.names()),
+        f"labelled {ctx.selector.text}" if ctx.selector else "all",
     )
 
 
@@ -101,14 +111,27 @@ async def start_probes(port: int) -> web.AppRunner:
 
 
 def run_operator(
-    *, namespaces: list[str], all_namespaces: bool, health_port: int, metrics_port: int
+    *,
+    namespaces: list[str],
+    all_namespaces: bool,
+    health_port: int,
+    metrics_port: int,
+    selector: str | None = None,
 ) -> int:
-    """Run until SIGINT/SIGTERM. Returns the process exit code."""
+    """Run until SIGINT/SIGTERM. Returns the process exit code.
+
+    `selector` (else OPERATOR_SELECTOR) limits the operator to one shard's ImageJobs.
+    """
     try:
-        Settings()
+        settings = Settings()
+        parsed = Selector.parse(selector if selector is not None else settings.operator_selector)
     except ValidationError as exc:  # fail at start, naming the variable, not at the first job
         print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"comfykube operator: bad --selector: {exc}", file=sys.stderr)
+        return 2
+    _state["selector"] = parsed
     if not namespaces and not all_namespaces:
         namespaces = ["default"]
     assert handlers  # imported for its kopf registrations
