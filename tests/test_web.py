@@ -511,3 +511,22 @@ async def test_the_feed_watches_on_after_a_stream_ends_and_lists_again_after_410
         await gallery.synced(9)
         # Only a fresh list can tell that "a" went away (its DELETED event was forgotten).
         assert {job.name for job in gallery.parts.index.jobs()} == {"b", *(f"later-{n}" for n in range(8))}
+
+
+async def test_videos_play_on_the_job_page_and_never_sit_in_an_img(
+    kube_api_inprocess: Any, s3_settings: Any, tmp_path: Path
+) -> None:
+    async with serve_gallery(kube_api_inprocess, s3_settings) as gallery:
+        still = await stored_image(gallery.store, "default/clip/u/1.png", tmp=tmp_path)
+        video = {"kind": "video", "key": "default/clip/u/0.mp4", "bytes": 5000, "sha256": "b" * 64,
+                 "contentType": "video/mp4", "width": 64, "height": 64}
+        add_job(kube_api_inprocess, "clip", status={**succeeded([video, still]), "model": "fallback.safetensors"})
+        await gallery.synced(1)
+        grid = (await get(gallery.url + "/")).text
+        [thumb] = re.findall(r'<img data-field="thumb"[^>]* src="([^"]+)"', grid)
+        assert "/default/clip/u/1.thumb.webp?" in thumb  # the picture's preview, not the video
+        page = (await get(gallery.url + "/jobs/default/clip")).text
+        assert re.search(r'<video class="full" src="[^"]*/default/clip/u/0\.mp4\?', page)
+        assert "fallback.safetensors" in page  # the checkpoint actually used
+        csp = (await get(gallery.url + "/")).headers["content-security-policy"]
+        assert "media-src 'self' http://" in csp
