@@ -491,7 +491,10 @@ class Pipeline:
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
         # A small WebP beside the original, for the web gallery (best effort, never fails the job).
-        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
+        thumb = await store_thumbnail(
+            self.store, image.path, key,
+            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
+        )
         return StoredImage(
             kind=image.kind,
             key=key,

@@ -66,12 +66,16 @@ async def store_thumbnail(
     *,
     metadata: Mapping[str, str] | None = None,
     tmp_dir: Path | None = None,
+    content_type: str = "image/png",
 ) -> str | None:
     """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
 
     Never raises for a bad image or a storage problem: the image itself is stored and
-    verified already, a missing preview must not fail the job.
+    verified already, a missing preview must not fail the job. Outputs that are not
+    pictures (`content_type` not image/*: videos, sounds) get none.
     """
+    if not content_type.startswith("image/"):
+        return None
     thumb = thumbnail_key(key)
     with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
         target = Path(tmp) / "thumb.webp"
