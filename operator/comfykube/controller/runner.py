@@ -22,7 +22,7 @@ from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
-from comfykube.pipeline import JobIdentity, ResumeState, failed_status, now_rfc3339, parse_time
+from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status, now_rfc3339, parse_time
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
@@ -208,9 +208,16 @@ async def _one_attempt(
                 if waiting is not None:
                     waiting.cancel()
                 log.debug("running on %s", backend)
+
+                async def report(event: PipelineEvent) -> None:
+                    if event.phase is Phase.UPLOADING:
+                        # ComfyUI is done with this prompt: the next job may submit while we store.
+                        ctx.scheduler.hand_off(key)
+                    await writer.on_event(event)
+
                 try:
                     return await ctx.pipeline(backend).run(
-                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                        spec, job, report=report, resume=resume, deadline_at=deadline_at
                     )
                 except BackendRefused:
                     # Nothing listens there any more: drain it now, not at the next periodic check,
