@@ -797,3 +797,72 @@ def test_metrics_port_zero_disables_metrics(chart: helm.Chart) -> None:
 def test_values_file_is_what_the_chart_loads(chart: helm.Chart) -> None:
     on_disk = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert chart.values == on_disk
+
+
+# --------------------------------------------------------------------------- shards
+
+SHARDED = {
+    "watch": {"namespaces": ["jobs-a", "jobs-b"]},
+    "operator": {
+        "shards": [
+            {"name": "a", "selector": "comfykube.dev/shard=a"},
+            {"name": "b", "selector": "comfykube.dev/shard in (b)", "namespaces": ["jobs-b"]},
+        ],
+        "refusedGraceSeconds": 3,
+    },
+}
+
+
+def render_values(chart: helm.Chart, values: dict[str, Any]) -> list[dict[str, Any]]:
+    files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return [doc for path, text in files.items() if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_one_operator_deployment_per_shard(chart: helm.Chart) -> None:
+    report = helm.lint(CHART_DIR, SHARDED, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    docs = render_values(chart, SHARDED)
+    for doc in docs:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    operators = {
+        d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    }
+    assert set(operators) == {f"{RELEASE}-comfykube-operator-a", f"{RELEASE}-comfykube-operator-b"}
+    a, b = (operators[f"{RELEASE}-comfykube-operator-{n}"] for n in "ab")
+    assert container(a)["args"][:7] == ["operator", "--namespace", "jobs-a", "--namespace", "jobs-b",
+                                        "--selector", "comfykube.dev/shard=a"]
+    assert container(b)["args"][:5] == ["operator", "--namespace", "jobs-b", "--selector", "comfykube.dev/shard in (b)"]
+    # Each Deployment owns only its own pods, one replica each.
+    assert a["spec"]["selector"]["matchLabels"]["comfykube.dev/shard"] == "a"
+    assert b["spec"]["template"]["metadata"]["labels"]["comfykube.dev/shard"] == "b"
+    assert a["spec"]["replicas"] == b["spec"]["replicas"] == 1
+    assert env_of(container(a))["COMFYUI_REFUSED_GRACE"]["value"] == "3"
+    # Every flag the chart passes is one the CLI takes.
+    from comfykube.cli import build_parser
+
+    build_parser().parse_args(container(b)["args"])
+
+
+def test_default_is_one_unsharded_operator_with_the_graces_of_the_settings(chart: helm.Chart) -> None:
+    from comfykube.settings import Settings
+
+    ctr = container(deployment(render(chart, "default")[0], "operator"))
+    assert "--selector" not in ctr["args"]
+    env = env_of(ctr)
+    fields = Settings.model_fields
+    assert float(env["COMFYUI_UNREACHABLE_GRACE"]["value"]) == fields["comfyui_unreachable_grace"].default
+    assert float(env["COMFYUI_REFUSED_GRACE"]["value"]) == fields["comfyui_refused_grace"].default
+
+
+@pytest.mark.parametrize("shards, message", [
+    ([{"name": "a", "selector": "x=1"}, {"name": "b"}], "needs a selector or namespaces"),
+    ([{"name": "a", "namespaces": ["elsewhere"]}], "not in watch.namespaces"),
+])
+def test_shards_that_could_overlap_or_lack_rbac_are_refused(
+    chart: helm.Chart, shards: list[dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(Exception, match=message):
+        render_values(chart, {"operator": {"shards": shards}})
