@@ -67,6 +67,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         )
     else:
         ctx.pool.set_backends(ctx.settings.comfyui_urls)
+    _state["warm"] = asyncio.create_task(_warm_store(ctx))
     ctx.ready = True
     log.info(
         "comfykube operator ready: backends %s, store %s, workflows %s, jobs %s",
@@ -77,9 +78,21 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     )
 
 
+async def _warm_store(ctx: OperatorContext) -> None:
+    """Open the store's connections (bucket check, region) before the first job needs them.
+
+    Best effort and in the background: the pipeline still checks the store before
+    submitting, and says why if it is not ready.
+    """
+    try:
+        await ctx.store.ensure_ready()
+    except Exception as exc:  # the first job reports it properly
+        log.warning("object store not ready yet: %s", exc)
+
+
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("maintenance", "discovery"):
+    for key in ("maintenance", "discovery", "warm"):
         task = _state.pop(key, None)
         if task is not None:
             task.cancel()
