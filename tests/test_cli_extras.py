@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from comfykube.cli import build_parser
@@ -110,7 +111,8 @@ def test_models_lists_what_the_comfyui_offers(comfyui_process: Any) -> None:
 
     assert catalog["checkpoints"] == list(DEFAULT_CHECKPOINTS)
     assert "euler_ancestral" in catalog["samplers"] and "karras" in catalog["schedulers"]
-    assert catalog["loras"] == [] and catalog["upscaleModels"] == []
+    for folder, key in (("loras", "loras"), ("upscale_models", "upscaleModels")):
+        assert catalog[key] == httpx.get(f"{comfyui_process.url}/models/{folder}").json(), key
     plain = comfykube("models", env=env)
     assert plain.returncode == 0
     assert f"checkpoints (--model): {len(DEFAULT_CHECKPOINTS)}" in plain.stdout
