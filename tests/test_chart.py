@@ -320,6 +320,9 @@ def test_operator_env_matches_the_settings_it_reads(chart: helm.Chart) -> None:
     values = chart.values
     assert values["operator"]["defaultTimeoutSeconds"] == fields["default_timeout_seconds"].default
     assert values["operator"]["presignExpirySeconds"] == fields["presign_expiry_seconds"].default
+    assert values["operator"]["allowRawGraphs"] is fields["allow_raw_graphs"].default is False
+    assert env_of(container(deployment(render(chart, "default")[0], "operator")))["ALLOW_RAW_GRAPHS"]["value"] == (
+        "false")
     assert values["minio"]["bucket"] == fields["minio_bucket"].default
 
 

@@ -1,8 +1,12 @@
-"""`comfykube` command line: generate, crd, operator, bot, web.
+"""`comfykube` command line: generate, workflows, workflow init, crd, operator, bot, web.
 
 Exit codes of `generate`: 0 succeeded, 1 the job failed (reason and message
 printed), 2 bad input (invalid spec or manifest, unreadable file, bad
 configuration, or a checkpoint, sampler or scheduler this ComfyUI does not offer).
+
+`generate --graph` runs a raw API-format graph without ALLOW_RAW_GRAPHS: the
+setting protects a shared deployment from its users, while the CLI runs on
+the user's own machine against a ComfyUI they chose (docs/workflows.md).
 """
 
 from __future__ import annotations
@@ -82,6 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="where images go without MinIO; with MinIO, a local copy of each stored image goes here too",
     )
     gen.add_argument("--json", action="store_true", help="print the result as an ImageJob status object")
+    gen.add_argument(
+        "--set", action="append", default=[], dest="set_values", metavar="NAME=VALUE",
+        help="a workflow parameter (spec.inputs), typed by the workflow; repeatable",
+    )
+    gen.add_argument(
+        "--graph", type=Path, dest="graph_file", metavar="EXPORTED.json",
+        help="run a raw graph saved with ComfyUI's \"Save (API)\" instead of a workflow (local use)",
+    )
+
+    wfs = sub.add_parser("workflows", help="list the workflows, or show one: parameters, images, fields")
+    wfs.add_argument("name", nargs="?", help="one workflow to show in full")
+    wfs.add_argument("--json", action="store_true", help="print JSON")
+    wfs.add_argument(
+        "--check", action="store_true",
+        help="check the workflows against the node schemas of a running ComfyUI (/object_info); exit 2 on problems",
+    )
+    wfs.add_argument("--comfyui-url", help="ComfyUI base URL for --check (default COMFYUI_URL)")
+
+    wf = sub.add_parser("workflow", help="work with workflow files")
+    wf_sub = wf.add_subparsers(dest="workflow_command", required=True)
+    init = wf_sub.add_parser("init", help="turn a \"Save (API)\" graph into a workflow file (proposed bindings)")
+    init.add_argument("graph", type=Path, help="the exported API-format graph (JSON)")
+    init.add_argument("-o", "--output", type=Path, help="write the workflow here (default: stdout)")
+    init.add_argument("--description", default="", help="the workflow's description")
 
     sub.add_parser("crd", help="print the ImageJob CustomResourceDefinition (YAML)")
 
@@ -129,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "generate":
         return _generate(args)
+    if args.command == "workflows":
+        return _workflows(args)
+    if args.command == "workflow":
+        return _workflow_init(args)
     if args.command == "operator":
         from comfykube.controller.run import run_operator
 
@@ -174,9 +206,39 @@ def spec_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], str | None
         value = getattr(args, FLAG_FOR_FIELD.get(attribute, attribute), None)
         if attribute != "prompt" and value is not None:
             spec[info.alias or attribute] = value
+    graph_file = getattr(args, "graph_file", None)
+    if graph_file is not None:
+        try:
+            spec["graph"] = json.loads(graph_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidSpec(f"--graph: cannot read {graph_file}: {exc}") from None
+        if isinstance(spec["graph"], dict) and isinstance(spec["graph"].get("prompt"), dict):
+            spec["graph"] = spec["graph"]["prompt"]  # a saved POST /prompt body
     if "prompt" not in spec:
         raise InvalidSpec("a prompt is required: comfykube generate \"a red fox in the snow\"")
     return spec, name
+
+
+def apply_set_values(spec: dict[str, Any], values: list[str], workflows: Any) -> None:
+    """`--set name=value` into spec.inputs, each typed by the chosen workflow's parameter."""
+    if not values:
+        return
+    if spec.get("graph") is not None:
+        raise InvalidSpec("--set: parameters belong to workflows; a raw graph (--graph) has none")
+    workflow = workflows.get(str(spec.get("workflow") or ImageJobSpec.model_fields["workflow"].default))
+    inputs = dict(spec.get("inputs") or {})
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise InvalidSpec(f"--set {item!r}: expected NAME=VALUE")
+        parameter = workflow.parameters.get(name)
+        if parameter is None:
+            raise InvalidSpec(
+                f"--set {name}: workflow {workflow.name!r} has no parameter {name!r}; "
+                f"its parameters: {workflow.describe_parameters()}"
+            )
+        inputs[name] = parameter.parse_text(text)
+    spec["inputs"] = inputs
 
 
 def check_object_name(value: Any, source: Path) -> str | None:
@@ -219,11 +281,15 @@ def _generate(args: argparse.Namespace) -> int:
             overrides["output_dir"] = args.output_dir
         settings = Settings(**overrides)
         raw, name = spec_from_args(args)
+        if args.set_values:
+            from comfykube.workflows import WorkflowLibrary
+
+            apply_set_values(raw, args.set_values, WorkflowLibrary.from_settings(settings))
         spec = parse_spec(raw)
     except ValidationError as exc:
         print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except InvalidSpec as exc:
+    except (InvalidSpec, WorkflowError) as exc:
         return _fail(args, exc, EXIT_BAD_INPUT)
     known = Known()
     try:
@@ -274,7 +340,9 @@ async def _run_generate(
     uid = str(uuid.uuid4())
     job = JobIdentity(namespace="local", name=name or f"job-{time.strftime('%Y%m%d-%H%M%S')}", uid=uid)
     workflows = WorkflowLibrary.from_settings(settings)
-    workflows.get(spec.workflow)  # unknown workflow: bad input, before any network call
+    if spec.graph is None:
+        # Unknown workflow, unused field, bad spec.inputs: bad input, before any network call.
+        workflows.get(spec.workflow).validate(spec)
     await asyncio.to_thread(tempfiles.sweep)  # downloads a killed run left behind
     timeout = spec.timeout_seconds or settings.default_timeout_seconds
     known.start_time = now_rfc3339(clock)
@@ -287,6 +355,7 @@ async def _run_generate(
             workflows=workflows,
             clock=clock,
             keep_copies_in=args.output_dir if settings.minio_endpoint else None,
+            allow_raw_graphs=True,  # local use: see the module docstring
         )
         with TerminalProgress(enabled=not args.json and sys.stderr.isatty()) as progress:
 
@@ -307,6 +376,95 @@ async def _run_generate(
                 raise DeadlineExceeded(f"the job did not finish within {timeout} s") from None
         await pipeline.release(job)
     return status
+
+
+def _workflows(args: argparse.Namespace) -> int:
+    """`comfykube workflows [NAME] [--json]`."""
+    from comfykube.settings import Settings
+    from comfykube.workflows import WorkflowLibrary
+
+    try:
+        settings = Settings(**({"comfyui_url": args.comfyui_url} if args.comfyui_url else {}))
+        library = WorkflowLibrary.from_settings(settings)
+        chosen = [library.get(args.name)] if args.name else [library.get(n) for n in library.names()]
+    except ValidationError as exc:
+        print(f"comfykube: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (InvalidSpec, WorkflowError) as exc:
+        print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.check:
+        return _check_workflows(chosen, settings)
+    if args.json:
+        summaries = [w.summary() for w in chosen]
+        print(json.dumps(summaries[0] if args.name else summaries, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for workflow in chosen:
+        if not args.name:
+            print(f"{workflow.name}: {workflow.description}")
+            continue
+        print(f"{workflow.name}: {workflow.description}")
+        print(f"  spec fields: {', '.join(workflow.spec_fields) or 'none (the prompt is only the job title)'}")
+        print("  parameters (spec.inputs, --set NAME=VALUE):" if workflow.parameters else "  parameters: none")
+        for name, parameter in workflow.parameters.items():
+            text = f"    {name}: {parameter.describe()}"
+            print(f"{text} — {parameter.description}" if parameter.description else text)
+        print("  images (spec.images):" if workflow.images else "  images: none")
+        for name, image in workflow.images.items():
+            need = "required" if image.required else "optional"
+            print(f"    {name} ({need}): {image.description}" if image.description else f"    {name} ({need})")
+    return EXIT_OK
+
+
+def _check_workflows(chosen: list[Any], settings: Any) -> int:
+    """Each workflow against the node schemas of the configured ComfyUI: `name: ok` or its problems."""
+    from comfykube.comfyui.client import ComfyClient
+
+    async def fetch() -> dict[str, Any]:
+        async with ComfyClient(settings.comfyui_urls[0], timeout=settings.comfyui_request_timeout) as comfy:
+            return await comfy.node_schemas()
+
+    try:
+        schemas = asyncio.run(fetch())
+    except JobError as exc:
+        print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    bad = 0
+    for workflow in chosen:
+        problems = workflow.check_schema(schemas)
+        bad += bool(problems)
+        print(f"{workflow.name}: ok" if not problems else f"{workflow.name}:")
+        for problem in problems:
+            print(f"  {problem}")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def _workflow_init(args: argparse.Namespace) -> int:
+    """`comfykube workflow init exported.json [-o FILE]`."""
+    from comfykube.workflow_init import propose_workflow
+    from comfykube.workflows import load_workflow
+
+    try:
+        try:
+            graph = json.loads(args.graph.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WorkflowError(f"{args.graph}: cannot read graph: {exc}") from None
+        target = args.output or Path(args.graph.stem.replace(" ", "_").lower() + ".json")
+        document = propose_workflow(graph, description=args.description, path=target)
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text, encoding="utf-8")
+            load_workflow(args.output)  # names the file as the library will (and checks its name)
+    except WorkflowError as exc:
+        print(f"comfykube: {exc.reason}: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bound = ", ".join(document["bindings"])
+    extras = [*document.get("parameters", {}), *document.get("images", {})]
+    print(f"comfykube: proposed bindings: {bound}" + (f"; parameters/images: {', '.join(extras)}" if extras else "")
+          + ". Review it, then put it in a workflows directory.", file=sys.stderr)
+    return EXIT_OK
 
 
 async def _cancel_quietly(comfy: Any, prompt_id: str) -> None:

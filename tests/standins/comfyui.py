@@ -62,6 +62,9 @@ T = TypeVar("T")
 COMFYUI_VERSION = "0.3.64"
 SERVER_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 DEFAULT_CHECKPOINTS: tuple[str, ...] = ("sd15-base.safetensors", "random-sd15.safetensors")
+#: LoRAs and upscale models on "disk" (the workflows' `choicesFrom: server` lists).
+DEFAULT_LORAS: tuple[str, ...] = ("detail-tweaker.safetensors", "styles/ink wash.safetensors")
+DEFAULT_UPSCALE_MODELS: tuple[str, ...] = ("4x-UltraSharp.pth", "RealESRGAN_x2.pth")
 IMAGE_MODES: tuple[str, ...] = (
     "ok",
     "empty",
@@ -80,6 +83,9 @@ PAD_CHUNK_TYPE = b"cpAd"
 MAXIMUM_HISTORY_SIZE = 10000
 _DATA_DIR = Path(__file__).with_name("data")
 _NODE_CATALOGUE_FILE = _DATA_DIR / "comfyui_object_info.json"
+#: The nodes the shipped workflows add (LoRA, upscale models, scaling), as ComfyUI 0.3.64
+#: describes them (copied from the 82_get_object_info_full capture); lists filled per config.
+_WORKFLOW_NODES_FILE = _DATA_DIR / "comfyui_object_info_workflow_nodes.json"
 _INDEX_HTML = (
     b"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"UTF-8\">\n<title>ComfyUI</title>\n"
     b"</head>\n<body class=\"litegraph grid\">\n<div id=\"vue-app\"></div>\n"
@@ -114,6 +120,10 @@ class StandinConfig:
     time_scale: float = 1.0
     #: Checkpoint names on "disk" (object_info, /models/checkpoints, validation).
     checkpoints: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    #: LoRA files (LoraLoader.lora_name, /models/loras).
+    loras: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_LORAS))
+    #: Upscale model files (UpscaleModelLoader.model_name, /models/upscale_models).
+    upscale_models: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_UPSCALE_MODELS))
     #: How GET /view answers for an existing file, see IMAGE_MODES.
     image_mode: str = "ok"
     #: "ok", "silent" (sockets stay open, nothing is sent) or "drop" (abort after N frames).
@@ -168,7 +178,7 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         value = int(value)
         if value < 0:
             raise ValueError(f"{name} must not be negative")
-    if name == "checkpoints":
+    if name in ("checkpoints", "loras", "upscale_models"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         value = [str(v) for v in value]
@@ -271,6 +281,8 @@ def seed_colour(seed: int) -> int:
 def _load_catalogue() -> dict[str, Any]:
     with open(_NODE_CATALOGUE_FILE, encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
+    with open(_WORKFLOW_NODES_FILE, encoding="utf-8") as fh:
+        data.update(json.load(fh))
     return data
 
 
@@ -793,6 +805,7 @@ class FakeComfyUI:
         self._rejected = 0
         self._restarts = 0
         self._catalogue = _load_catalogue()
+        self._validation_catalogue: tuple[tuple[tuple[str, ...], ...], dict[str, Any]] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -1085,6 +1098,7 @@ class FakeComfyUI:
         """The node catalogue with the configured checkpoint list filled in."""
         info = copy.deepcopy(self._catalogue)
         info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(self.config.checkpoints)
+        _fill_server_lists(info, self.config)
         return info
 
     async def _object_info(self, request: web.Request) -> web.Response:
@@ -1103,8 +1117,11 @@ class FakeComfyUI:
         folder = request.match_info["folder"]
         if folder == "checkpoints":
             return _json(list(self.config.checkpoints))
-        if folder in {"clip", "clip_vision", "configs", "controlnet", "diffusion_models", "embeddings",
-                      "loras", "upscale_models", "vae"}:
+        if folder == "loras":
+            return _json(list(self.config.loras))
+        if folder == "upscale_models":
+            return _json(list(self.config.upscale_models))
+        if folder in {"clip", "clip_vision", "configs", "controlnet", "diffusion_models", "embeddings", "vae"}:
             return _json([])
         return web.Response(status=404)
 
@@ -1200,11 +1217,11 @@ class FakeComfyUI:
         return _json({"prompt_id": prompt_id, "number": number, "node_errors": valid[3]})
 
     def _catalogue_for_validation(self) -> dict[str, Any]:
-        if list(self._catalogue["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]) == list(
-            self.config.checkpoints
-        ):
-            return self._catalogue
-        return self.object_info()
+        # The lists on "disk" change with the config; rebuild the catalogue only when they did.
+        lists = (tuple(self.config.checkpoints), tuple(self.config.loras), tuple(self.config.upscale_models))
+        if self._validation_catalogue is None or self._validation_catalogue[0] != lists:
+            self._validation_catalogue = (lists, self.object_info())
+        return self._validation_catalogue[1]
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
         try:
@@ -1713,6 +1730,9 @@ class FakeComfyUI:
             src = inputs["image"]
             w, h = _scaled_size(src, int(inputs["width"]), int(inputs["height"]))
             return (ImageBatch(w, h, list(src.colours)),), None
+        result = _run_workflow_node(class_type, inputs)
+        if result is not None:
+            return result, None
         if class_type in ("SaveImage", "PreviewImage"):
             images: ImageBatch = inputs["images"]
             return (), await self._save_images(item, class_type, images, inputs.get("filename_prefix"))
@@ -1848,6 +1868,50 @@ def _store_upload(base: Path, subfolder: str, name: str, src: Any, overwrite: bo
     with open(os.path.join(full, filename), "wb") as fh:
         shutil.copyfileobj(src, fh)
     return filename
+
+
+def _fill_server_lists(info: dict[str, Any], config: StandinConfig) -> None:
+    """The LoRA and upscale-model lists as the configured "disk" holds them.
+
+    LoraLoader's list is 0.3.x's `[[names], {...}]`, UpscaleModelLoader's the newer
+    `["COMBO", {"options": [...]}]`, exactly as the captured 0.3.64 answers them.
+    """
+    info["LoraLoader"]["input"]["required"]["lora_name"][0] = list(config.loras)
+    info["UpscaleModelLoader"]["input"]["required"]["model_name"][1]["options"] = list(config.upscale_models)
+
+
+def _upscale_model_factor(name: str) -> int:
+    """The factor an upscale model is named for (`4x-UltraSharp` → 4, `RealESRGAN_x2` → 2); 4 otherwise."""
+    import re  # local: keeps this block separate from the module's imports (parallel work merges)
+
+    match = re.search(r"(?:^|[^0-9])([1-8])x|x([1-8])(?:[^0-9]|$)", name, flags=re.IGNORECASE)
+    return int(match.group(1) or match.group(2)) if match else 4
+
+
+def _run_workflow_node(class_type: str, inputs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The nodes of the LoRA, hires-fix and upscale workflows; None for other classes.
+
+    Sizes follow ComfyUI: LatentUpscaleBy scales the latent (1/8 of the picture) and rounds,
+    ImageScaleBy rounds the picture's size, a model upscales by the factor in its name.
+    """
+    if class_type == "LoraLoader":
+        lora = {"lora": inputs["lora_name"], "strength": (inputs["strength_model"], inputs["strength_clip"])}
+        return ({**inputs["model"], **lora}, {**inputs["clip"], **lora})
+    if class_type == "LatentUpscaleBy":
+        src: ImageBatch = inputs["samples"]
+        scale = float(inputs["scale_by"])
+        w, h = round(src.width // 8 * scale) * 8, round(src.height // 8 * scale) * 8
+        return (ImageBatch(w, h, list(src.colours), latent=True),)
+    if class_type == "ImageScaleBy":
+        src = inputs["image"]
+        scale = float(inputs["scale_by"])
+        return (ImageBatch(max(1, round(src.width * scale)), max(1, round(src.height * scale)), list(src.colours)),)
+    if class_type == "UpscaleModelLoader":
+        return ({"upscale_model": inputs["model_name"], "factor": _upscale_model_factor(inputs["model_name"])},)
+    if class_type == "ImageUpscaleWithModel":
+        src, factor = inputs["image"], int(inputs["upscale_model"]["factor"])
+        return (ImageBatch(src.width * factor, src.height * factor, list(src.colours)),)
+    return None
 
 
 def _scaled_size(src: ImageBatch, width: int, height: int) -> tuple[int, int]:

@@ -43,6 +43,7 @@ from comfykube.comfyui.models import (
     QueueSnapshot,
     UploadedImage,
 )
+from comfykube.comfyui.schema import ServerChoice, combo_values, input_spec
 from comfykube.comfyui.transport import (
     describe_transport_error,
     json_body,
@@ -217,6 +218,13 @@ class ComfyClient:
         self._object_info[class_type] = (now, info)
         return info
 
+    async def node_schemas(self) -> dict[str, Any]:
+        """`/object_info` for every node class (not cached: a check asks for it once)."""
+        body = await self._get_json("/object_info")
+        if not isinstance(body, dict):
+            raise unavailable("GET", self.url("/object_info"), "answered something other than an object")
+        return body
+
     async def input_options(self, class_type: str, input_name: str) -> list[str] | None:
         """The allowed values of an enum input (e.g. KSampler.sampler_name), None if not an enum."""
         info = await self.object_info(class_type)
@@ -237,12 +245,25 @@ class ComfyClient:
             )
         return samplers, schedulers
 
-    async def preflight(self, checkpoint: str | None, sampler: str | None, scheduler: str | None) -> None:
+    async def preflight(
+        self,
+        checkpoint: str | None,
+        sampler: str | None,
+        scheduler: str | None,
+        *,
+        choices: Sequence[ServerChoice] = (),
+    ) -> None:
         """Check values against what THIS ComfyUI offers; PreflightFailed names the bad one.
 
-        `None` skips a check (e.g. the workflow's default checkpoint).
+        `None` skips a check (e.g. the workflow's default checkpoint). `choices` are
+        workflow parameters whose allowed values come from the server (LoRA names,
+        upscale models, ControlNets): each must be in `/object_info/<class>`'s list.
         """
         problems: list[str] = []
+        for choice in choices:
+            problem = await self._choice_problem(choice)
+            if problem is not None:
+                problems.append(problem)
         if sampler is not None or scheduler is not None:
             samplers, schedulers = await self.sampler_options()
             if sampler is not None and sampler not in samplers:
@@ -261,6 +282,29 @@ class ComfyClient:
                     problems.append(f"checkpoint {checkpoint!r} is not installed: this ComfyUI has no checkpoints")
         if problems:
             raise PreflightFailed("; ".join(problems))
+
+    async def _choice_problem(self, choice: ServerChoice) -> str | None:
+        """Why `choice` is not offered by this ComfyUI (asking again once before refusing), or None."""
+        for fresh in (False, True):
+            if fresh:
+                self._object_info.pop(choice.class_type, None)  # maybe installed since the cache filled
+            info = await self.object_info(choice.class_type)
+            if not info:
+                if fresh:
+                    return f"{choice.label}: node {choice.class_type} is not installed on this ComfyUI"
+                continue
+            spec = input_spec(info, choice.input)
+            allowed = combo_values(spec) if spec is not None else None
+            if allowed is None:
+                if fresh:
+                    return f"{choice.label}: {choice.class_type} on this ComfyUI lists no choices for {choice.input}"
+                continue
+            if choice.value in allowed:
+                return None
+        label = f"{choice.label} ({choice.class_type}.{choice.input})"
+        if not allowed:
+            return f"{label} {choice.value!r} is not installed: this ComfyUI offers none"
+        return not_offered(label, choice.value, allowed)
 
     # ---------------------------------------------------------------- submission
 
