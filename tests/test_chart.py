@@ -35,7 +35,7 @@ NAMESPACE = "imaging"
 #: Kinds rendered from third-party CRDs: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {"ServiceMonitor"}
 #: Env vars that carry credentials: they must come from a Secret, never a value.
-SECRET_ENV = {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "DISCORD_TOKEN"}
+SECRET_ENV = {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "DISCORD_TOKEN", "BOT_SIGNING_KEY"}
 #: The bot's optional settings: rendered only when set in values (else the bot's own default applies).
 BOT_OPTIONAL_ENV = {
     "BOT_MODERATOR_ROLES",
@@ -95,6 +95,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "enabled": True,
             "existingSecret": "comfykube-discord",
             "tokenKey": "discord-token",
+            "signingKeyKey": "signing-key",
             "moderatorRoles": [MODERATOR],
             "allowDms": True,
             "denyPatterns": DENY_PATTERNS,
@@ -108,7 +109,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "metricsPort": 9191,
         },
         "minio": {"publicEndpoint": "https://images.example.com", "region": "eu-west-1"},
-        "operator": {"presignExpirySeconds": 7200},
+        "operator": {"presignExpirySeconds": 7200,
+                     "checkpoints": {"deny": ["gore,mix*"], "restricted": ["pony*", "adult/*"]}},
         "metrics": {"service": {"enabled": True}},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]},
     },
@@ -324,6 +326,24 @@ def test_operator_env_matches_the_settings_it_reads(chart: helm.Chart) -> None:
     assert env_of(container(deployment(render(chart, "default")[0], "operator")))["ALLOW_RAW_GRAPHS"]["value"] == (
         "false")
     assert values["minio"]["bucket"] == fields["minio_bucket"].default
+
+
+def test_checkpoint_rules_reach_the_operator_and_the_bots_nsfw_globs_are_never_a_fallback(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comfykube.settings import Settings
+
+    env = env_of(container(deployment(render(chart, "bot-tuned")[0], "operator")))
+    for name in ("CHECKPOINT_DENY", "CHECKPOINT_RESTRICTED"):
+        monkeypatch.setenv(name, env[name]["value"])
+    settings = Settings()
+    assert settings.checkpoint_deny == ["gore,mix*"]  # a JSON array: the comma survives
+    assert settings.checkpoint_restricted == ["pony*", "adult/*", "*nsfw*"]
+    assert "CHECKPOINT_ALLOW" not in env
+    default = env_of(container(deployment(render(chart, "default")[0], "operator")))
+    assert not {"CHECKPOINT_ALLOW", "CHECKPOINT_DENY", "CHECKPOINT_RESTRICTED"} & set(default)
+    bot = env_of(container(deployment(render(chart, "bot-tuned")[0], "bot")))
+    assert bot["BOT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "comfykube-discord", "key": "signing-key"}
 
 
 def test_all_namespaces_operator_settings(chart: helm.Chart) -> None:

@@ -109,6 +109,11 @@ def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
     wait_until(lambda: {"Queued", "Running", "Uploading", "Succeeded"} <= reasons(), timeout=10,
                what=f"events: {reasons()} {cluster.kubectl('get', 'events', '-A').stdout}")
     assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 1
+    assert status["model"] == "sd15-base.safetensors"  # the checkpoint actually used
+    # A presigned URL is a bearer credential: the log names the object key, never the URL.
+    logged = operator.log_path.read_text(encoding="utf-8")
+    assert image["key"] in logged
+    assert status["url"].split("?")[1] not in logged and "X-Amz-Signature" not in logged
 
 
 def test_invalid_spec_that_slipped_past_the_schema_fails_with_invalid_spec(

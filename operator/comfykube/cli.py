@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from comfykube import logsafe
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed, WorkflowError
 from comfykube.types import ImageJobSpec
 
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ObjectFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
+    logsafe.install([handler])  # no presigned URL in any log line, whoever logs it
     # One line per HTTP request drowns what matters; keep those at debug level.
     for noisy in ("httpx", "httpcore", "kubernetes_asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)

@@ -175,7 +175,8 @@ async def _attempts(
             backoff *= 2
             deadline_at = max(deadline_at, ctx.clock.now() + limit)
             continue
-        log.info("succeeded: %s", result.url)
+        # The object keys, never the URL: a presigned URL is a bearer credential.
+        log.info("succeeded: %s", ", ".join(image.key for image in result.images))
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
 
