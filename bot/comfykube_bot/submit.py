@@ -46,6 +46,7 @@ from comfykube_bot.flags import FlagError, parse_inline_flags
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.markdown import code
 from comfykube_bot.policy import Caller, Policy, Refusal
+from comfykube_bot.prefs import UserPrefs, apply_prefs
 from comfykube_bot.render import render_progress, truncate
 from comfykube_bot.specs import (
     ImagineOptions,
@@ -129,7 +130,7 @@ class Submitter:
             return
         try:
             parsed = parse_inline_flags(options.prompt)
-            merged = options.merged_with_flags(parsed.options, parsed.text)
+            merged = apply_prefs(options.merged_with_flags(parsed.options, parsed.text), await self.prefs_of(caller))
             spec = build_spec(
                 merged, base_size=self.settings.bot_base_size, ttl_seconds=self.settings.bot_job_ttl_seconds
             )
@@ -151,6 +152,14 @@ class Submitter:
         await self.submit(interaction, caller, spec, spoiler=source.spoiler, command="reroll", reroll_of=source.key)
 
     # ------------------------------------------------------------------ shared
+
+    async def prefs_of(self, caller: Caller) -> UserPrefs:
+        """The caller's /settings (none when the ConfigMap cannot be read: the request still goes through)."""
+        try:
+            return await self.bot.prefs.get(caller.guild_id, caller.user_id)
+        except (ApiException, OSError, TimeoutError) as exc:
+            log.warning("reading /settings of user %s failed (%s); using the defaults", caller.user_id, exc)
+            return UserPrefs()
 
     async def refuse(self, interaction: discord.Interaction[Any], refusal: Refusal, command: str) -> None:
         """Count and answer a refusal (ephemeral)."""
