@@ -128,5 +128,134 @@ async def test_settings_writes_are_optimistic_and_keep_concurrent_changes(tmp_pa
         await bot.close()
 
 
-def _unused(*_: Any) -> None:  # keep imports used until the grid tests below exist
-    _ = (io, Image, make_png)
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def colored_png(color: tuple[int, int, int], size: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, "PNG")
+    return out.getvalue()
+
+
+COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+
+
+async def succeed_grid(world: BotWorld, name: str) -> list[dict[str, Any]]:
+    """Four stored images (distinct colours) and Succeeded, as the operator writes it."""
+    job = world.job(name)
+    assert job is not None
+    images = [await world.store_image(job, colored_png(c), index=i) for i, c in enumerate(COLORS)]
+    world.patch_status(name, phase="Succeeded", images=images, imageCount=4, url=images[0]["url"], seed=77,
+                       startTime="2026-01-01T00:00:00Z", completionTime="2026-01-01T00:00:09Z")
+    return images
+
+
+async def test_count_4_posts_one_grid_and_u2_v3_remix_create_derived_jobs_after_a_restart(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice, bob = fake.user_ids["alice"], fake.user_ids["bob"]
+        async with world.running(bot_max_active_jobs=10) as bot:
+            _, name = await imagine(world, {"prompt": "four foxes", "count": 4, "negative": "text", "steps": 12})
+            assert world.job(name)["spec"]["batchSize"] == 4  # type: ignore[index]
+            await succeed_grid(world, name)
+            await wait_for(lambda: bot.deliverer.delivered, what="grid delivered")
+        job = world.job(name)
+        assert job is not None
+        grid_msg = fake.message(int(job["metadata"]["annotations"]["comfykube.dev/discord-message"]))
+        final = grid_msg.versions[-1]
+        assert final["attachments"] == [f"{name}-grid.png"], "one grid, not four pictures"
+        grid = Image.open(io.BytesIO(grid_msg.attachments[0].data))
+        assert grid.size == (128, 128)
+        for index, color in enumerate(COLORS):  # image n is in cell n (left to right, top to bottom)
+            x, y = (index % 2) * 64 + 32, (index // 2) * 64 + 32
+            assert grid.convert("RGB").getpixel((x, y)) == color
+        ids = grid_msg.custom_ids()
+        for i in range(4):
+            assert f"ig:up:{i}:default/{name}" in ids and f"ig:vv:{i}:default/{name}" in ids
+        assert f"ij:reroll:default/{name}" in ids and f"ig:rx:0:default/{name}" in ids
+        rows = [[c.get("custom_id") or c.get("label") for c in row["components"]] for row in final["components"]]
+        assert rows[1] == [f"ig:up:{i}:default/{name}" for i in range(4)]
+        assert rows[2][:4] == [f"ig:vv:{i}:default/{name}" for i in range(4)]
+
+        async with world.running(bot_max_active_jobs=10):  # buttons work from the ImageJob alone
+            # U2: an upscale job of image index 1, asked by bob, posted as a reply to the grid.
+            click = await fake.click(f"ig:up:1:default/{name}", message_id=grid_msg.id, user_id=bob)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="upscale queued")
+            up = world.job(f"ij-{click.id}")
+            assert up is not None
+            assert up["spec"]["workflow"] == "upscale"
+            assert up["spec"]["images"] == [{"name": "init", "fromJob": {"name": name, "index": 1}}]
+            assert up["metadata"]["labels"]["comfykube.dev/requester"] == str(bob)
+            up_msg_id = int(up["metadata"]["annotations"]["comfykube.dev/discord-message"])
+            posts = [r for r in fake.requests_to("POST", rf"/channels/{fake.channel_id}/messages$")]
+            assert any(str((r.json or {}).get("message_reference", {}).get("message_id", "")) == str(grid_msg.id)
+                       for r in posts), "the upscale's message replies to the grid"
+            # Its result edits that reply.
+            await world.succeed(f"ij-{click.id}", colored_png((9, 9, 9), 128))
+            await wait_for(lambda: fake.message(up_msg_id).attachments, what="upscale result")
+            assert fake.message(up_msg_id).custom_ids()[:1] != []
+
+            # V3: img2img of image index 2, strong, new seed, same prompt.
+            click = await fake.click(f"ig:vv:2:default/{name}", message_id=grid_msg.id, user_id=alice)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="vary queued")
+            vary = world.job(f"ij-{click.id}")
+            assert vary is not None
+            spec = vary["spec"]
+            assert spec["workflow"] == "img2img" and spec["inputs"] == {"denoise": 0.65}
+            assert spec["images"] == [{"name": "init", "fromJob": {"name": name, "index": 2}}]
+            assert spec["prompt"] == "four foxes" and spec["negativePrompt"] == "text" and spec["steps"] == 12
+            assert spec["seed"] != 77
+
+            # Remix: a modal prefilled with prompt, negative prompt and seed; the submission is the new job.
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=grid_msg.id, user_id=alice)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            inputs = {c["custom_id"]: c.get("value") for row in response.data["components"]
+                      for c in row["components"]}
+            assert inputs == {"prompt": "four foxes", "negative": "text", "seed": "77"}
+            modal = await fake.submit_modal(response.data["custom_id"],
+                                            {"prompt": "four wolves", "negative": "text, blur", "seed": "5"},
+                                            message_id=grid_msg.id, user_id=alice)
+            await modal.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(modal), what="remix queued")
+            remix = world.job(f"ij-{modal.id}")
+            assert remix is not None
+            assert (remix["spec"]["prompt"], remix["spec"]["negativePrompt"], remix["spec"]["seed"]) == \
+                ("four wolves", "text, blur", 5)
+            assert remix["spec"]["batchSize"] == 4 and remix["spec"]["workflow"] == "t2i_basic"
+
+
+async def test_derived_jobs_go_through_the_same_policy(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        async with world.running(bot_max_active_jobs=1, bot_deny_patterns="wolves") as bot:
+            _, name = await imagine(world, {"prompt": "a fox"})
+            _, sha = await world.succeed(name, make_png(64, 64))
+            await wait_for(lambda: bot.deliverer.delivered, what="delivered")
+            msg = fake.message(int(world.job(name)["metadata"]["annotations"]["comfykube.dev/discord-message"]))  # type: ignore[index]
+            ids = msg.custom_ids()
+            assert {f"ig:up:0:default/{name}", f"ig:vs:0:default/{name}", f"ig:vv:0:default/{name}"} <= set(ids)
+            click = await fake.click(f"ig:vs:0:default/{name}", message_id=msg.id)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="vary subtle")
+            assert world.job(f"ij-{click.id}")["spec"]["inputs"] == {"denoise": 0.35}  # type: ignore[index]
+            # The per-user cap counts derived jobs too: a second one is refused, nothing created.
+            before = len(world.jobs())
+            click = await fake.click(f"ig:up:0:default/{name}", message_id=msg.id)
+            await click.wait_response()
+            await wait_for(lambda: ephemeral_text(click), what="refusal")
+            assert "in progress (limit 1)" in ephemeral_text(click) and len(world.jobs()) == before
+            # The deny-list applies to a remix's new prompt.
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=msg.id, user_id=fake.user_ids["bob"])
+            response = await click.wait_response()
+            assert response.data is not None
+            modal = await fake.submit_modal(response.data["custom_id"], {"prompt": "wolves", "negative": "",
+                                            "seed": ""}, message_id=msg.id, user_id=fake.user_ids["bob"])
+            await modal.wait_response()
+            await wait_for(lambda: ephemeral_text(modal), what="remix refusal")
+            assert len(world.jobs()) == before and sha

@@ -33,6 +33,7 @@ from comfykube_bot.actions import Actions
 from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.commands import ComfyTree, register_commands
 from comfykube_bot.delivery import Deliverer
+from comfykube_bot.derive import Derivations, DeriveButton
 from comfykube_bot.health import HealthServer
 from comfykube_bot.images import ImageSource, StoreReader
 from comfykube_bot.jobs import JobStore
@@ -93,6 +94,7 @@ class ComfyBot(discord.Client):
         self.submitter: Submitter
         self.prefs: PrefsStore  # users' /settings, in ConfigMaps (set in setup_hook, with the API client)
         self.settings_panel = SettingsPanel(self)
+        self.derivations = Derivations(self)  # Upscale / Vary / Remix buttons (derive.py)
         self.actions = Actions(self)
         self.deliverer = Deliverer(self, self.holder)
         self.watch_ready = False
@@ -117,7 +119,7 @@ class ComfyBot(discord.Client):
         self.prefs = PrefsStore(self._kube.core, self.settings.bot_namespace)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
-        self.add_dynamic_items(JobButton, SettingItem)
+        self.add_dynamic_items(JobButton, SettingItem, DeriveButton)
         register_commands(self)
         if self.settings.discord_sync_commands:
             await self.sync_commands()
