@@ -63,16 +63,13 @@ async def test_settings_are_stored_in_a_configmap_applied_by_imagine_and_survive
                            what="panel")
             panel = panel_of(handle)
             assert panel.ephemeral
-            assert {"ks:aspect", "ks:count", "ks:steps", "ks:model", "ks:private", "ks:negative",
+            assert {"ks:aspect", "ks:count", "ks:steps", "ks:model", "ks:negative",
                     "ks:reset"} <= set(panel.custom_ids())
             for setting, value in (("aspect", "16:9"), ("count", "4"), ("steps", "30")):
                 click = await fake.click(f"ks:{setting}", message_id=panel.id, component_type=3, values=[value])
                 await click.wait_response()
                 await wait_for(lambda s=setting: stored_prefs(world, alice).get(s) is not None, what=setting)
-            click = await fake.click("ks:private", message_id=panel.id)
-            await click.wait_response()
-            await wait_for(lambda: stored_prefs(world, alice).get("private") is True, what="private toggle")
-            await wait_for(lambda: "Private replies: on" in panel.content, what="panel redrawn")
+            await wait_for(lambda: "Steps: `30`" in panel.content, what="panel redrawn")
             # The negative prompt: a modal prefilled with the stored value.
             click = await fake.click("ks:negative", message_id=panel.id)
             response = await click.wait_response()
@@ -81,8 +78,7 @@ async def test_settings_are_stored_in_a_configmap_applied_by_imagine_and_survive
                                             message_id=panel.id)
             await modal.wait_response()
             await wait_for(lambda: stored_prefs(world, alice).get("negative") == "blurry, text", what="negative")
-        assert stored_prefs(world, alice) == {"aspect": "16:9", "count": 4, "steps": 30, "private": True,
-                                              "negative": "blurry, text"}
+        assert stored_prefs(world, alice) == {"aspect": "16:9", "count": 4, "steps": 30, "negative": "blurry, text"}
 
         async with world.running(bot_max_active_jobs=10):  # a new process: settings from the ConfigMap
             _, name = await imagine(world, {"prompt": "a lighthouse"})

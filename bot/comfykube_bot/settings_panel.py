@@ -51,7 +51,6 @@ def panel_text(prefs: UserPrefs) -> str:
         f"Aspect: {show(prefs.aspect)} · Images: {show(prefs.count)} · Steps: {show(prefs.steps)}",
         f"Model: {show(prefs.model)}",
         f"Negative prompt: {negative}",
-        f"Private replies: {'on' if prefs.private else 'off'}",
     ])
 
 
@@ -63,7 +62,7 @@ def _select(setting: str, placeholder: str, choices: list[str], current: Any) ->
 
 
 def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
-    """Four selects and a row of buttons (a stopped view: clicks are routed by `SettingItem`)."""
+    """Four selects and a row of buttons: negative prompt, reset (a stopped view; `SettingItem` routes clicks)."""
     view = discord.ui.View(timeout=None)
     rows: list[discord.ui.Item[Any]] = [
         _select("aspect", "Aspect ratio", list(ASPECTS), prefs.aspect),
@@ -75,10 +74,8 @@ def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
         item.row = row
         view.add_item(item)
     buttons: list[discord.ui.Button[Any]] = [
-        discord.ui.Button(
-            label=f"Private replies: {'on' if prefs.private else 'off'}", custom_id="ks:private",
-            style=discord.ButtonStyle.success if prefs.private else discord.ButtonStyle.secondary, row=4,
-        ),
+        # No "private replies" toggle yet: prefs.py stores the field, but nothing applies it (docs/bot.md,
+        # Known gaps); a toggle that changes nothing would mislead.
         discord.ui.Button(label="Negative prompt…", custom_id="ks:negative", style=discord.ButtonStyle.secondary,
                           row=4),
         discord.ui.Button(label="Reset", custom_id="ks:reset", style=discord.ButtonStyle.danger, row=4),
