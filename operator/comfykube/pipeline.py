@@ -226,6 +226,8 @@ class Pipeline:
         local_files: Mapping[str, Path] | None = None,
     ) -> dict[str, Source]:
         """Where each input image comes from; InvalidSpec when one cannot be used here."""
+        if spec.graph is not None and (spec.images or local_files):
+            raise InvalidSpec("spec.images: a raw graph (spec.graph) names its own files; images are for workflows")
         return sources_from_spec(
             spec.images or (),
             namespace=job.namespace,
@@ -446,8 +448,6 @@ class Pipeline:
             raise DownloadFailed(f"ComfyUI reported success but produced no output file (found: {kinds})")
         if len(outputs) > MAX_OUTPUTS:
             raise DownloadFailed(f"the prompt produced {len(outputs)} outputs; at most {MAX_OUTPUTS} are kept")
-        if rendered.expected_count is not None and len(outputs) != rendered.expected_count:
-            raise DownloadFailed(f"expected {rendered.expected_count} output(s) from ComfyUI, got {len(outputs)}")
         stored: list[StoredImage] = []
         with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
@@ -470,7 +470,7 @@ class Pipeline:
         stills = sum(1 for image in stored if image.kind is OutputKind.IMAGE)
         expected = rendered.expected_count
         if expected is not None and stills and stills % expected:
-            raise DownloadFailed(f"expected {expected} image(s) per saver from ComfyUI, got {stills}")
+            raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
@@ -491,7 +491,10 @@ class Pipeline:
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
         # A small WebP beside the original, for the web gallery (best effort, never fails the job).
-        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
+        thumb = await store_thumbnail(
+            self.store, image.path, key,
+            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
+        )
         return StoredImage(
             kind=image.kind,
             key=key,

@@ -9,6 +9,7 @@ backend list can change at run time (EndpointSlice discovery).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,11 @@ class BackendPool:
         try:
             report = await client.health(retries=0)
             state.checkpoints = await client.checkpoints(fresh=False)
+            if not state.healthy:
+                # Warm the client's node-info cache now, so the first job's preflight needs no request
+                # (best effort: preflight asks again and explains a failure).
+                with contextlib.suppress(JobError):
+                    await client.sampler_options()
         except JobError as exc:
             state.failures += 1
             state.error = exc.message
