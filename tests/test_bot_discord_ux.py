@@ -256,3 +256,33 @@ async def test_derived_jobs_go_through_the_same_policy(tmp_path: Path, core: Set
             await modal.wait_response()
             await wait_for(lambda: ephemeral_text(modal), what="remix refusal")
             assert len(world.jobs()) == before and sha
+
+
+# ----------------------------------------------------------------------------- one retry layer
+
+
+async def test_a_persistent_429_costs_discord_pys_five_tries_not_five_times_five(
+    tmp_path: Path, core: Settings
+) -> None:
+    from comfykube_bot.render import MessagePayload
+    from comfykube_bot.updater import Outcome, Target
+
+    async with bot_world(tmp_path, core) as world, world.running() as bot:
+        fake = world.fake
+        outcome, message_id = await bot.updater.post(fake.channel_id, MessagePayload(content="hello"))
+        assert outcome is Outcome.SENT and message_id is not None
+        path = rf"/channels/{fake.channel_id}/messages/{message_id}$"
+        fake.fail_next("PATCH", path, 429, retry_after=0.01, times=100)
+        before = len(fake.requests_to("PATCH", path))
+        outcome = await bot.updater.send_edit(Target(fake.channel_id, message_id, fake.guild_id),
+                                              MessagePayload(content="edited"))
+        assert outcome is Outcome.FAILED
+        assert len(fake.requests_to("PATCH", path)) - before == 5, "discord.py's five tries, no second layer"
+        edits = bot.metrics.edits.labels(route="bot", outcome="rate_limited")._value.get()
+        assert edits == 1
+        # A post that fails is counted as a post, not as an edit.
+        fake.fail_next("POST", rf"/channels/{fake.channel_id}/messages$", 403, code=50013, times=1)
+        outcome, _ = await bot.updater.post(fake.channel_id, MessagePayload(content="again"))
+        assert outcome is Outcome.FAILED
+        assert bot.metrics.posts.labels(outcome="failed")._value.get() == 1
+        assert bot.metrics.edits.labels(route="post", outcome="failed")._value.get() == 0
