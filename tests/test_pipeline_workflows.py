@@ -8,10 +8,13 @@ The image workflows (img2img, inpaint, upscale) run end to end with the upload p
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from comfykube.comfyui.client import ComfyClient
@@ -149,3 +152,26 @@ async def test_raw_graph_without_a_saver_or_with_workflow_fields_is_refused(pipe
     with pytest.raises(InvalidSpec, match=r"spec\.steps: not used with spec\.graph"):
         await pipeline.run(ImageJobSpec(prompt="p", steps=3, graph=WORKFLOWS.get("t2i_basic").graph), new_job())
     assert submissions(comfyui) == 0
+
+
+CAPTURES = Path(__file__).parent / "data" / "comfyui"
+
+
+async def test_standin_refuses_a_missing_lora_as_comfyui_0_3_64_did(comfyui: Any) -> None:
+    """Without preflight, the stand-in answers a missing LoRA with the real server's 400 (capture 95)."""
+    capture = json.loads((CAPTURES / "95_post_prompt_error_lora_not_installed.json").read_text(encoding="utf-8"))
+    comfyui.configure(loras=[], checkpoints=["random-sd15.safetensors"])
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{comfyui.url}/prompt", json={"prompt": capture["request"]["json"]["prompt"]})
+    assert response.status_code == capture["response"]["status"]
+    assert response.json() == capture["response"]["body"]
+
+
+async def test_standin_lists_loras_and_upscale_models_in_the_real_shapes(comfyui: Any) -> None:
+    async with httpx.AsyncClient() as http:
+        lora = (await http.get(f"{comfyui.url}/object_info/LoraLoader")).json()["LoraLoader"]
+        upscale = (await http.get(f"{comfyui.url}/object_info/UpscaleModelLoader")).json()["UpscaleModelLoader"]
+        folders = [(await http.get(f"{comfyui.url}/models/{f}")).json() for f in ("loras", "upscale_models")]
+    assert lora["input"]["required"]["lora_name"][0] == folders[0] == ["detail-tweaker.safetensors",
+                                                                         "styles/ink wash.safetensors"]
+    assert upscale["input"]["required"]["model_name"] == ["COMBO", {"multiselect": False, "options": folders[1]}]

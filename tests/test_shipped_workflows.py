@@ -116,3 +116,23 @@ def test_upscale_uses_no_prompt_and_refuses_sampler_fields() -> None:
     rendered = workflow.render(ImageJobSpec(prompt="x", inputs={"scale": 4}), seed=1, output_prefix="p",
                                images={"init": "a.png"})
     assert rendered.graph["11"]["inputs"]["scale_by"] == 4.0 and rendered.seed is None
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_passes_the_operators_workflow_checks(path: Path) -> None:
+    """Beyond the schema (test_crd): spec.inputs against the workflow, spec.graph rendered."""
+    import yaml
+
+    from comfykube.types import parse_spec
+    from comfykube.workflows import render_raw_graph
+
+    spec = parse_spec(yaml.safe_load(path.read_text(encoding="utf-8"))["spec"])
+    if spec.graph is not None:
+        rendered = render_raw_graph(spec, output_prefix="comfykube/uid")
+        assert check_graph(rendered.graph, NODE_SCHEMAS, replaced={("4", "ckpt_name")}) == []
+        return
+    workflow = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR]).get(spec.workflow)
+    workflow.validate(spec)

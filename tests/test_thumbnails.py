@@ -69,3 +69,11 @@ async def test_thumbnails_of_other_modes_are_webp(tmp_path: Path, mode: str) -> 
     assert key == "ns/job/uid/0.thumb.webp"
     with Image.open(store.directory / key) as thumb:
         assert thumb.format == "WEBP" and max(thumb.size) == MAX_SIDE
+
+
+async def test_a_video_gets_no_thumbnail_attempt(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    await store.ensure_ready()
+    source = tmp_path / "still.png"
+    Image.new("RGB", (64, 64)).save(source)  # readable, but declared a video: skipped, not decoded
+    assert await store_thumbnail(store, source, "ns/job/uid/0.mp4", content_type="video/mp4") is None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import kmock
 import pytest
 import yaml
 
@@ -490,3 +491,42 @@ async def test_cards_and_links_are_built_once_and_shared(tmp_path: Path) -> None
     changed = JobView.from_obj({"metadata": {"name": "a", "namespace": "ns", "uid": "u"}, "spec": {"prompt": "y"}})
     index.upsert(changed)
     assert (await cache.get(changed))[0]["prompt"] == "y"
+
+
+async def test_the_feed_watches_on_after_a_stream_ends_and_lists_again_after_410(s3_settings: Any) -> None:
+    from tests.standins.kube import FakeKube
+
+    fake = FakeKube(event_log_limit=5)
+    async with fake, fake.serve(), serve_gallery(fake, s3_settings) as gallery:
+        add_job(fake, "a")
+        await gallery.synced(1)
+        fake.stop_watches()  # a normal end: the feed watches on from the last version it saw
+        add_job(fake, "b")
+        await gallery.synced(2)
+        # A gap longer than the server remembers: the next watch is refused (410 Gone).
+        fake.stop_watches()
+        fake._delete(kmock.resource("comfykube.dev", "v1alpha1", "imagejobs"), "default", "a", {})
+        for n in range(8):
+            add_job(fake, f"later-{n}")
+        await gallery.synced(9)
+        # Only a fresh list can tell that "a" went away (its DELETED event was forgotten).
+        assert {job.name for job in gallery.parts.index.jobs()} == {"b", *(f"later-{n}" for n in range(8))}
+
+
+async def test_videos_play_on_the_job_page_and_never_sit_in_an_img(
+    kube_api_inprocess: Any, s3_settings: Any, tmp_path: Path
+) -> None:
+    async with serve_gallery(kube_api_inprocess, s3_settings) as gallery:
+        still = await stored_image(gallery.store, "default/clip/u/1.png", tmp=tmp_path)
+        video = {"kind": "video", "key": "default/clip/u/0.mp4", "bytes": 5000, "sha256": "b" * 64,
+                 "contentType": "video/mp4", "width": 64, "height": 64}
+        add_job(kube_api_inprocess, "clip", status={**succeeded([video, still]), "model": "fallback.safetensors"})
+        await gallery.synced(1)
+        grid = (await get(gallery.url + "/")).text
+        [thumb] = re.findall(r'<img data-field="thumb"[^>]* src="([^"]+)"', grid)
+        assert "/default/clip/u/1.thumb.webp?" in thumb  # the picture's preview, not the video
+        page = (await get(gallery.url + "/jobs/default/clip")).text
+        assert re.search(r'<video class="full" src="[^"]*/default/clip/u/0\.mp4\?', page)
+        assert "fallback.safetensors" in page  # the checkpoint actually used
+        csp = (await get(gallery.url + "/")).headers["content-security-policy"]
+        assert "media-src 'self' http://" in csp

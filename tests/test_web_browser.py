@@ -6,7 +6,7 @@ thumbnails, a job's progress bar moves while ComfyUI renders, a job that finishe
 appears without a reload, the job page shows the image at full size, and the strict
 Content-Security-Policy blocks nothing the pages need.
 
-Set COMFYKUBE_SCREENSHOT=docs/web-gallery.png to refresh the screenshot in docs/.
+Set COMFYKUBE_SCREENSHOT=docs/web-gallery.png to refresh the screenshots in docs/ (and web-job.png beside it).
 """
 
 from __future__ import annotations
@@ -164,6 +164,10 @@ def test_gallery_in_chromium_thumbnails_live_progress_and_job_page(
             manifest = yaml.safe_load(page.locator("#manifest").text_content() or "")
             assert manifest["spec"]["seed"] == 4242 and "status" not in manifest
             assert page.locator("section.events td", has_text="Succeeded").count() >= 1
+            page.screenshot(path=str(tmp_path / "web-job.png"), full_page=True)
+            if os.environ.get("COMFYKUBE_SCREENSHOT"):
+                target = (REPO / os.environ["COMFYKUBE_SCREENSHOT"]).with_name("web-job.png")
+                shutil.copy(tmp_path / "web-job.png", target)
             violations = page.evaluate("() => window.__csp || []")
         finally:
             browser.close()

@@ -145,14 +145,14 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
+    allow_raw_graphs: bool = False
     #: Which checkpoints may be used, and which are never picked as a fallback.
     checkpoint_rules: CheckpointRules = field(default_factory=CheckpointRules)
     #: Rules for input images (size, pixels, private URLs).
     input_limits: InputLimits = field(default_factory=InputLimits)
     #: An `s3Key` input must lie under the job's namespace (off for the CLI: no tenants there).
     confine_keys_to_namespace: bool = True
-    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
-    allow_raw_graphs: bool = False
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
 
@@ -180,11 +180,11 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
             checkpoint_rules=CheckpointRules.of(
                 settings.checkpoint_allow, settings.checkpoint_deny, settings.checkpoint_restricted
             ),
             input_limits=settings.input_limits(),
-            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
         )
 
     def prepare(
@@ -197,10 +197,10 @@ class Pipeline:
     ) -> RenderedWorkflow:
         """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid.
 
-        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
-        images, raw graphs allowed), so a bad spec fails before any request.
         `images` maps the workflow's image names to the names ComfyUI stored the uploads
         under; until they are uploaded, `{input_subfolder}/{name}` stands in for them.
+        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
+        images, raw graphs allowed), so a bad spec fails before any request.
         """
         if spec.graph is not None:
             if not self.allow_raw_graphs:
@@ -491,7 +491,10 @@ class Pipeline:
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
         # A small WebP beside the original, for the web gallery (best effort, never fails the job).
-        thumb = await store_thumbnail(self.store, image.path, key, metadata={"uid": job.uid}, tmp_dir=self.tmp_dir)
+        thumb = await store_thumbnail(
+            self.store, image.path, key,
+            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
+        )
         return StoredImage(
             kind=image.kind,
             key=key,

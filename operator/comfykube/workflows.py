@@ -217,6 +217,39 @@ class Workflow:
             return False
         return not any(_rescales(node.get("class_type", "")) for node in self.graph.values())
 
+    def summary(self) -> dict[str, Any]:
+        """What `comfykube workflows NAME --json` prints: description, parameters, images, fields used."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "specFields": self.spec_fields,
+            "parameters": {
+                name: {
+                    key: value
+                    for key, value in {
+                        "type": p.type,
+                        "description": p.description or None,
+                        "default": p.default,
+                        "minimum": p.minimum,
+                        "maximum": p.maximum,
+                        "enum": list(p.enum) if p.enum is not None else None,
+                        "pattern": p.pattern,
+                        "maxLength": p.max_length,
+                        "choicesFrom": p.choices_from,
+                        "targets": [{"node": t.node, "input": t.input} for t in p.targets],
+                    }.items()
+                    if value is not None
+                }
+                for name, p in self.parameters.items()
+            },
+            "images": {
+                name: {"description": i.description, "required": i.required, "node": i.target.node,
+                       "input": i.target.input}
+                for name, i in self.images.items()
+            },
+            "path": str(self.path),
+        }
+
     def default(self, spec_field: str) -> Any:
         """The template's own value for a bound field (e.g. its default checkpoint)."""
         targets = self.bindings.get(spec_field)

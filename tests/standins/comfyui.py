@@ -145,6 +145,8 @@ class StandinConfig:
     unhealthy_for_seconds: float = 0.0
     #: Bytes of padding (an ancillary chunk) added to every saved PNG, for benchmarks.
     pad_bytes: int = 0
+    #: GET /view of an existing file sends at most this many bytes per (simulated) second; 0: no limit.
+    view_bytes_per_second: float = 0.0
     #: Extra simulated seconds per executed node of a class, e.g. {"CheckpointLoaderSimple": 4.7}.
     node_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -175,7 +177,7 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         value = float(value)
         if value <= 0:
             raise ValueError("time_scale must be positive")
-    if name in ("exec_seconds", "unhealthy_for_seconds"):
+    if name in ("exec_seconds", "unhealthy_for_seconds", "view_bytes_per_second"):
         value = float(value)
         if value < 0:
             raise ValueError(f"{name} must not be negative")
@@ -1388,10 +1390,35 @@ class FakeComfyUI:
         if content_type in {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript",
                             "text/css"}:
             content_type = "application/octet-stream"
+        if self.config.view_bytes_per_second > 0:
+            return await self._view_slowly(request, path, filename, content_type)
         # FileResponse streams from disk: a 100 MB picture costs no 100 MB buffer.
         return web.FileResponse(
             path, headers={"Content-Disposition": f'filename="{filename}"', "Content-Type": content_type}
         )
+
+    async def _view_slowly(
+        self, request: web.Request, path: Path, filename: str, content_type: str
+    ) -> web.StreamResponse:
+        """The whole file, honestly framed, at `view_bytes_per_second` (a slow link or a busy disk)."""
+        size = (await asyncio.to_thread(path.stat)).st_size
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Disposition": f'filename="{filename}"', "Content-Type": content_type}
+        )
+        resp.content_length = size
+        await resp.prepare(request)
+        rate = self.config.view_bytes_per_second * self.config.time_scale
+        block = max(1, min(64 * 1024, int(rate / 10)))
+        sent = 0
+        while sent < size:
+            data = await asyncio.to_thread(_read_range, path, sent, min(block, size - sent))
+            if not data:
+                break
+            await resp.write(data)
+            sent += len(data)
+            await asyncio.sleep(len(data) / rate)
+        await resp.write_eof()
+        return resp
 
     def _view_converted(self, path: Path, filename: str, query: Any) -> web.Response:
         from PIL import Image

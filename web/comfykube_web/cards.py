@@ -20,7 +20,9 @@ async def card(job: JobView, links: Links) -> dict[str, Any]:
     """The card of one job, with its thumbnail URL minted now."""
     status = job.status
     progress = status.progress
-    first = status.images[0] if status.images else None
+    # The first output with a preview (a job may store a video or a sound before its pictures).
+    shown = [image for image in status.images if image.thumbnail_key or image.content_type.startswith("image/")]
+    first = shown[0] if shown else None
     return {
         "key": job.key,
         "namespace": job.namespace,

@@ -36,6 +36,8 @@ class EventRow:
     message: str
     count: int
     at: dt.datetime | None
+    #: The API's resourceVersion, to keep Events of the same second in the order they were made.
+    order: int = 0
 
     @classmethod
     def from_obj(cls, obj: Mapping[str, Any]) -> EventRow:
@@ -50,7 +52,9 @@ class EventRow:
             count = int(obj.get("count") or 1)
         except (TypeError, ValueError):
             count = 1
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
         return cls(
+            order=int(version) if version.isdigit() else 0,
             type=str(obj.get("type") or ""),
             reason=str(obj.get("reason") or ""),
             message=str(obj.get("message") or "")[:2000],
@@ -83,7 +87,7 @@ async def job_events(kube: KubeApi, job: JobView, limit_seconds: float) -> list[
             continue
         rows.append(EventRow.from_obj(item))
     epoch = dt.datetime.fromtimestamp(0, dt.UTC)
-    rows.sort(key=lambda row: row.at or epoch)
+    rows.sort(key=lambda row: (row.at or epoch, row.order))
     return rows[-MAX_EVENTS:]
 
 

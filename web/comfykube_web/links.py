@@ -56,10 +56,12 @@ class Links:
         return url
 
     async def thumbnail(self, image: StoredImage | None) -> str | None:
-        """The thumbnail's URL; the original's when the image has no thumbnail (older jobs)."""
+        """The thumbnail's URL; the original's when a picture has no thumbnail (older jobs); None for a video."""
         if image is None:
             return None
-        return await self.url(image.thumbnail_key or image.key)
+        if image.thumbnail_key:
+            return await self.url(image.thumbnail_key)
+        return await self.url(image.key) if image.content_type.startswith("image/") else None
 
 
 def origin_of(url: str | None) -> str | None:

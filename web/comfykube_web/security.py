@@ -20,13 +20,14 @@ from aiohttp import web
 
 def content_security_policy(image_origins: Iterable[str]) -> str:
     """The policy, allowing images from `image_origins` besides this server."""
-    images = " ".join(["'self'", *sorted(set(image_origins))])
+    images = " ".join(["'self'", *sorted(set(image_origins))])  # pictures, and videos/sounds (media-src)
     return "; ".join(
         [
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
             f"img-src {images}",
+            f"media-src {images}",
             "connect-src 'self'",
             "base-uri 'none'",
             "form-action 'self'",

@@ -24,7 +24,6 @@ from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.download import DEFAULT_MAX_BYTES, download_image
 from comfykube.comfyui.errors_text import (
     describe_prompt_rejection,
-    format_allowed,
     needs_allowed_values,
     not_offered,
 )
@@ -53,7 +52,7 @@ from comfykube.comfyui.transport import (
     status_text,
     unavailable,
 )
-from comfykube.errors import ComfyUIUnavailable, DownloadFailed, PreflightFailed, PromptRejected
+from comfykube.errors import ComfyUIUnavailable, PreflightFailed, PromptRejected
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +202,22 @@ class ComfyClient:
         self._checkpoints = (now, names)
         return list(names)
 
+    async def models_in(self, folder: str) -> list[str]:
+        """File names in one of ComfyUI's model folders (`/models/{folder}`, e.g. `loras`).
+
+        A ComfyUI without that folder answers 404: that is an empty list, not an outage.
+        """
+        url = self.url(f"/models/{quote(folder, safe='')}")
+        response = await request(self.http, "GET", url)
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise unavailable("GET", url, f"answered {status_text(response)}")
+        body = json_body(response, "GET", url)
+        if not isinstance(body, list):
+            raise unavailable("GET", url, "answered something other than a list")
+        return [str(name) for name in body]
+
     async def object_info(self, class_type: str) -> dict[str, Any]:
         """`/object_info/{class}` for one node class, cached for `object_info_ttl` clock seconds.
 
@@ -217,6 +232,13 @@ class ComfyClient:
         info = info if isinstance(info, dict) else {}
         self._object_info[class_type] = (now, info)
         return info
+
+    async def node_schemas(self) -> dict[str, Any]:
+        """`/object_info` for every node class (not cached: a check asks for it once)."""
+        body = await self._get_json("/object_info")
+        if not isinstance(body, dict):
+            raise unavailable("GET", self.url("/object_info"), "answered something other than an object")
+        return body
 
     async def input_options(self, class_type: str, input_name: str) -> list[str] | None:
         """The allowed values of an enum input (e.g. KSampler.sampler_name), None if not an enum."""
@@ -481,31 +503,6 @@ class ComfyClient:
             max_bytes=self.max_download_bytes,
             http_timeout=self.download_timeout,
         )
-
-    async def download_all(
-        self,
-        entry: HistoryEntry,
-        dest_dir: str | os.PathLike[str],
-        *,
-        expected_size: tuple[int, int] | None = None,
-    ) -> list[DownloadedImage]:
-        """Every `type: output` image of `entry` (temp previews skipped); all or nothing.
-
-        On a failure the files already fetched are deleted and the error is raised.
-        """
-        images = entry.output_images
-        if not images:
-            kinds = format_allowed(sorted({image.type for image in entry.images}))
-            raise DownloadFailed(f"prompt {entry.prompt_id} produced no output images (found: {kinds})")
-        done: list[DownloadedImage] = []
-        try:
-            for image in images:
-                done.append(await self.download(image, dest_dir, expected_size=expected_size))
-        except BaseException:
-            for item in done:
-                item.path.unlink(missing_ok=True)
-            raise
-        return done
 
     # ---------------------------------------------------------------- cleanup
 

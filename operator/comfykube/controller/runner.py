@@ -25,7 +25,7 @@ from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
 from comfykube.names import LABEL_REQUESTER
-from comfykube.pipeline import JobIdentity, ResumeState, failed_status
+from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
@@ -176,9 +176,11 @@ async def _attempts(
             backoff *= 2
             deadline_at = max(deadline_at, ctx.clock.now() + limit)
             continue
-        log.info("succeeded: %s", result.url)
+        # The object keys, never the URL: a presigned URL is a bearer credential.
+        log.info("succeeded: %s", ", ".join(image.key for image in result.images))
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
+
 
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
     """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
@@ -231,9 +233,16 @@ async def _one_attempt(
                 if waiting is not None:
                     waiting.cancel()
                 log.debug("running on %s", backend)
+
+                async def report(event: PipelineEvent) -> None:
+                    if event.phase is Phase.UPLOADING:
+                        # ComfyUI is done with this prompt: the next job may submit while we store.
+                        ctx.scheduler.hand_off(key)
+                    await writer.on_event(event)
+
                 try:
                     return await ctx.pipeline(backend).run(
-                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at,
+                        spec, job, report=report, resume=resume, deadline_at=deadline_at,
                         resolved_jobs=resolved,
                     )
                 except BackendRefused:

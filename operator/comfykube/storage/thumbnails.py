@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from comfykube import tempfiles
 from comfykube.errors import JobError
 from comfykube.storage.base import ObjectStore
 
@@ -66,14 +66,18 @@ async def store_thumbnail(
     *,
     metadata: Mapping[str, str] | None = None,
     tmp_dir: Path | None = None,
+    content_type: str = "image/png",
 ) -> str | None:
     """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
 
     Never raises for a bad image or a storage problem: the image itself is stored and
-    verified already, a missing preview must not fail the job.
+    verified already, a missing preview must not fail the job. Outputs that are not
+    pictures (`content_type` not image/*: videos, sounds) get none.
     """
+    if not content_type.startswith("image/"):
+        return None
     thumb = thumbnail_key(key)
-    with tempfile.TemporaryDirectory(prefix="comfykube-thumb-", dir=tmp_dir) as tmp:
+    with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
         target = Path(tmp) / "thumb.webp"
         try:
             size, sha256 = await asyncio.to_thread(render_thumbnail, source, target)
