@@ -79,3 +79,21 @@ async def test_client_cache_is_bounded_to_the_pool_plus_a_few(tmp_path: Any) -> 
     assert "http://gone-49:8188" in ctx.clients and "http://gone-0:8188" not in ctx.clients
     for c in list(ctx.clients.values()):
         await c.aclose()
+
+
+def test_signed_urls_are_redacted_from_log_records_whoever_logs_them(caplog: Any) -> None:
+    from comfykube import logsafe
+
+    url = ("http://minio:9000/comfykube/default/fox/u/0.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+           "&X-Amz-Credential=key%2F20261202%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=abcdef")
+    logsafe.install([caplog.handler])
+    lib = logging.getLogger("discord.http")
+    lib.warning("POST with %s has returned 200", {"components": [{"url": url}]})
+    try:
+        raise ValueError(f"could not fetch {url}")
+    except ValueError:
+        lib.exception("failed")
+    text = caplog.text
+    assert "X-Amz-Signature" not in text and "X-Amz-Credential" not in text
+    assert "http://minio:9000/comfykube/default/fox/u/0.png?<redacted>" in text
+    assert logsafe.redact("see https://example.com/page?q=1") == "see https://example.com/page?q=1"

@@ -677,6 +677,22 @@ def test_strict_pydantic_and_crd_agree_on_types(spec: dict[str, Any]) -> None:
     assert crd_ok == py_ok, f"CRD: {errors or 'accepts'} / pydantic: {why or 'accepts'} / spec: {spec!r}"
 
 
+def test_open_maps_keep_scalars_and_graphs_for_the_operator_to_type() -> None:
+    """spec.inputs and spec.graph are open: the server keeps them, bounded in size."""
+    inputs = {"denoise": 0.5, "steps2": 10, "lora": "ink wash.safetensors", "tiled": True}
+    stored = validate_cr(CRD, _cr({"prompt": "x", "inputs": inputs, "graph": {"1": {"class_type": "X", "inputs": {}}}}))
+    assert stored["spec"]["inputs"] == inputs and stored["spec"]["graph"]["1"]["class_type"] == "X"
+    too_many = {f"p{i}": i for i in range(65)}
+    assert any("spec.inputs" in e for e in cr_errors(CRD, _cr({"prompt": "x", "inputs": too_many})))
+    with pytest.raises(InvalidSpec, match="spec.inputs"):
+        parse_spec({"prompt": "x", "inputs": too_many})
+    # What the schema cannot refuse (a value that is not a scalar) the operator does.
+    assert cr_errors(CRD, _cr({"prompt": "x", "inputs": {"denoise": {"a": 1}}})) == []
+    with pytest.raises(InvalidSpec, match=r"spec\.inputs\.denoise"):
+        parse_spec({"prompt": "x", "inputs": {"denoise": {"a": 1}}})
+    assert cr_errors(CRD, _cr({"prompt": "x", "inputs": "denoise=1"}))
+
+
 @pytest.mark.parametrize(
     "image",
     [

@@ -112,6 +112,19 @@ async def test_zero_byte_image_fails_and_stores_nothing(
     assert await stored_keys(store, job) == []
 
 
+async def test_a_batch_whose_second_image_fails_leaves_no_file_behind(
+    comfyui: Any, store: MinioStore, tmp_path: Any
+) -> None:
+    async with ComfyClient(comfyui.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, poll_interval=0.2, tmp_dir=tmp_path)
+        job = new_job("half-batch")
+        comfyui.configure(image_mode="truncated")
+        with pytest.raises(DownloadFailed):
+            await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1, batch_size=2), job)
+    assert list(tmp_path.iterdir()) == []  # every download directory and file is gone
+    assert await stored_keys(store, job) == []
+
+
 @pytest.mark.parametrize("mode", ["truncated", "html200", "wrong_magic", "not_found", "wrong_size"])
 async def test_bad_image_bytes_fail_and_store_nothing(
     pipeline: Pipeline, store: MinioStore, comfyui: Any, mode: str

@@ -132,3 +132,54 @@ def test_backend_urls_from_endpoint_slices_use_ready_endpoints_and_the_http_port
         {"endpoints": [{"addresses": ["10.0.0.9"]}]},
     ]
     assert backend_urls(slices) == ["http://10.0.0.2:8188", "http://10.0.0.9:8188", "http://[fd00::5]:8190"]
+
+
+async def test_hand_off_frees_the_slot_before_the_block_ends() -> None:
+    # A job whose prompt finished in ComfyUI gives its slot on while it stores its images,
+    # so the next prompt is queued in ComfyUI meanwhile; the block's end does not free it twice.
+    scheduler = Scheduler(["a"], cap=1)
+    order: list[str] = []
+    release = asyncio.Event()
+    first_stored = asyncio.Event()
+
+    async def first() -> None:
+        async with scheduler.slot("j0", created=0.0):
+            order.append("j0")
+            scheduler.hand_off("j0")
+            await first_stored.wait()
+
+    one = asyncio.create_task(first())
+    two = asyncio.create_task(hold(scheduler, "j1", order, release, created=1.0))
+    three = asyncio.create_task(hold(scheduler, "j2", order, release, created=2.0))
+    await settle()
+    assert order == ["j0", "j1"]  # j1 started while j0 still holds its block
+    first_stored.set()
+    await one
+    await settle()
+    assert order == ["j0", "j1"] and scheduler.inflight["a"] == 1  # j0's end freed nothing more
+    release.set()
+    await asyncio.gather(two, three)
+    assert order == ["j0", "j1", "j2"] and scheduler.inflight["a"] == 0
+
+
+async def test_thousands_of_waiters_cost_no_scan_when_no_backend_has_room() -> None:
+    scheduler = Scheduler(["a", "b"], cap=1)
+    release = asyncio.Event()
+    order: list[str] = []
+    tasks = [asyncio.create_task(hold(scheduler, f"j{i}", order, release, created=float(i),
+                                      requester=f"u{i % 7}")) for i in range(3000)]
+    await settle()
+    calls = 0
+
+    def counting(backend: str) -> bool:
+        nonlocal calls
+        calls += 1
+        return True
+
+    for waiter in scheduler.waiters:
+        waiter.eligible = counting
+    scheduler.mark("a", True)  # a dispatch with both backends full
+    assert calls == 0
+    release.set()
+    await asyncio.gather(*tasks)
+    assert len(order) == 3000 and scheduler.inflight == {"a": 0, "b": 0}

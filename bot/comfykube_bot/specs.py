@@ -25,6 +25,7 @@ from comfykube.names import (
     ANN_INTERACTION,
     ANN_MESSAGE,
     ANN_REROLL_OF,
+    ANN_SIGNATURE,
     ANN_SPOILER,
     ANN_UPLOAD_LIMIT,
     LABEL_CHANNEL,
@@ -35,6 +36,7 @@ from comfykube.names import (
 )
 from comfykube.types import MAX_SEED, ImageJobSpec
 from comfykube_bot.flags import parse_ratio
+from comfykube_bot.signing import Signer
 
 #: Aspect choices offered by /imagine (≤ 25: Discord's limit for static choices).
 ASPECTS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"]
@@ -239,9 +241,9 @@ def new_seed() -> int:
     return secrets.randbelow(min(MAX_SEED, DISCORD_MAX_INT) + 1)
 
 
-def reroll_spec(spec: dict[str, Any]) -> ImageJobSpec:
+def reroll_spec(spec: ImageJobSpec) -> ImageJobSpec:
     """The same spec with a new seed; fields only the original job needed (notify) are dropped."""
-    data = {k: v for k, v in spec.items() if k not in ("notify",)}
+    data = {k: v for k, v in spec.wire().items() if k not in ("notify",)}
     data["seed"] = new_seed()
     try:
         return ImageJobSpec.model_validate(data)
@@ -268,8 +270,10 @@ def job_name(interaction_id: int) -> str:
     return f"ij-{interaction_id}"
 
 
-def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, Any]:
-    """The ImageJob body (metadata + spec) the bot creates."""
+def build_manifest(
+    spec: ImageJobSpec, name: str, origin: Origin, *, namespace: str = "default", signer: Signer | None = None
+) -> dict[str, Any]:
+    """The ImageJob body (metadata + spec) the bot creates, signed when a signer is given."""
     labels = {
         LABEL_REQUESTER: str(origin.user_id),
         LABEL_GUILD: str(origin.guild_id) if origin.guild_id else "dm",
@@ -287,6 +291,8 @@ def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, A
         annotations[ANN_SPOILER] = "true"
     if origin.reroll_of:
         annotations[ANN_REROLL_OF] = origin.reroll_of
+    if signer is not None:
+        annotations[ANN_SIGNATURE] = signer.sign(namespace, name, labels, annotations)
     return {"metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec.wire()}
 
 

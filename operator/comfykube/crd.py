@@ -251,7 +251,7 @@ def printer_columns() -> list[dict[str, Any]]:
             "name": "Images",
             "type": "integer",
             "jsonPath": ".status.imageCount",
-            "description": "Images stored so far.",
+            "description": "Outputs stored so far (images, animations, videos, sounds).",
         },
         # Why a job is where it is (Failed: the cause) without `kubectl describe`.
         {

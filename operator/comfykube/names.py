@@ -21,6 +21,8 @@ LABEL_REQUESTER = f"{API_GROUP}/requester"
 LABEL_GUILD = f"{API_GROUP}/guild"
 LABEL_CHANNEL = f"{API_GROUP}/channel"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+#: The label the chart's operator shards select on by convention (`--selector comfykube.dev/shard=a`).
+LABEL_SHARD = f"{API_GROUP}/shard"
 #: Value of LABEL_MANAGED_BY on jobs the bot created.
 MANAGED_BY_BOT = "comfykube-bot"
 
@@ -49,5 +51,6 @@ __all__ = [
     "LABEL_GUILD",
     "LABEL_MANAGED_BY",
     "LABEL_REQUESTER",
+    "LABEL_SHARD",
     "MANAGED_BY_BOT",
 ]

@@ -49,7 +49,7 @@ from comfykube.types import (
     Progress,
     StoredImage,
 )
-from comfykube.workflows import RenderedWorkflow, WorkflowLibrary
+from comfykube.workflows import RenderedWorkflow, WorkflowLibrary, render_raw_graph
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
+    allow_raw_graphs: bool = False
     #: Which checkpoints may be used, and which are never picked as a fallback.
     checkpoint_rules: CheckpointRules = field(default_factory=CheckpointRules)
     #: Rules for input images (size, pixels, private URLs).
@@ -164,6 +166,7 @@ class Pipeline:
         workflows: WorkflowLibrary,
         clock: Clock = REAL_CLOCK,
         keep_copies_in: Path | None = None,
+        allow_raw_graphs: bool | None = None,
     ) -> Pipeline:
         """A pipeline tuned by the deployment's settings (the CLI and the operator share this)."""
         return cls(
@@ -177,6 +180,7 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
             checkpoint_rules=CheckpointRules.of(
                 settings.checkpoint_allow, settings.checkpoint_deny, settings.checkpoint_restricted
             ),
@@ -195,7 +199,16 @@ class Pipeline:
 
         `images` maps the workflow's image names to the names ComfyUI stored the uploads
         under; until they are uploaded, `{input_subfolder}/{name}` stands in for them.
+        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
+        images, raw graphs allowed), so a bad spec fails before any request.
         """
+        if spec.graph is not None:
+            if not self.allow_raw_graphs:
+                raise InvalidSpec(
+                    "spec.graph: raw graphs are not accepted by this deployment (set ALLOW_RAW_GRAPHS=true "
+                    "to allow them; a raw graph can run any node installed on ComfyUI); use a workflow instead"
+                )
+            return render_raw_graph(spec, output_prefix=job.output_prefix)
         seed = resume.seed if resume.seed is not None else spec.seed
         if seed is None:
             seed = job.random_seed
@@ -213,6 +226,8 @@ class Pipeline:
         local_files: Mapping[str, Path] | None = None,
     ) -> dict[str, Source]:
         """Where each input image comes from; InvalidSpec when one cannot be used here."""
+        if spec.graph is not None and (spec.images or local_files):
+            raise InvalidSpec("spec.images: a raw graph (spec.graph) names its own files; images are for workflows")
         return sources_from_spec(
             spec.images or (),
             namespace=job.namespace,
@@ -245,7 +260,7 @@ class Pipeline:
         sources = self.image_sources(spec, job, resolved_jobs=resolved_jobs, local_files=local_images)
         placeholders = {name: f"{job.input_subfolder}/{name}" for name in sources}
         rendered = self.prepare(spec, job, resume, images=placeholders)
-        seed = rendered.values["seed"]
+        seed = rendered.seed
         backend = self.comfy.base_url
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
@@ -262,7 +277,10 @@ class Pipeline:
             if refusal is not None:
                 raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
         await self.comfy.preflight(
-            checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
         )
         if not self._store_ready:
             # Fail before spending GPU time when the images could not be stored anyway.
@@ -452,7 +470,7 @@ class Pipeline:
         stills = sum(1 for image in stored if image.kind is OutputKind.IMAGE)
         expected = rendered.expected_count
         if expected is not None and stills and stills % expected:
-            raise DownloadFailed(f"expected {expected} image(s) per saver from ComfyUI, got {stills}")
+            raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from comfykube.types import MAX_PRESIGN_SECONDS
@@ -144,12 +145,30 @@ class Settings(BaseSettings):
     @field_validator("comfyui_url")
     @classmethod
     def _urls_are_absolute(cls, value: str) -> str:
-        for url in split_urls(value):
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"COMFYUI_URL entries must start with http:// or https:// (got {url!r})")
-        if not split_urls(value):
-            raise ValueError("COMFYUI_URL is empty")
-        return value
+        # `host:port` means `http://host:port`, as MINIO_ENDPOINT takes both forms too.
+        urls = [url if "://" in url else f"http://{url}" for url in split_urls(value)]
+        if not urls:
+            raise ValueError("must name at least one ComfyUI, e.g. http://127.0.0.1:8188")
+        for url in urls:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("each entry must be host:port or an http(s):// URL, e.g. http://127.0.0.1:8188")
+            try:
+                parts.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError("the port must be a number, e.g. http://127.0.0.1:8188") from None
+        return ",".join(urls)
+
+    @field_validator("minio_endpoint")
+    @classmethod
+    def _endpoint_is_host_port(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        url = value.strip() if "://" in value else f"http://{value.strip()}"
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError("must be host:port or http(s)://host:port without a path, e.g. minio:9000")
+        return value.strip()
 
     @field_validator("operator_selector")
     @classmethod
@@ -163,7 +182,7 @@ class Settings(BaseSettings):
     @classmethod
     def _public_endpoint_is_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("http://", "https://")):
-            raise ValueError("MINIO_PUBLIC_ENDPOINT must be a URL such as https://images.example.com")
+            raise ValueError("must be a URL such as https://images.example.com")
         return value
 
     def input_limits(self) -> InputLimits:
@@ -202,3 +221,26 @@ def split_list(value: Any) -> list[str]:
             raise ValueError("expected a JSON array")
         return [str(v).strip() for v in parsed if str(v).strip()]
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+#: Settings whose values are never echoed in an error message.
+_SECRET_FIELDS = frozenset({"minio_access_key", "minio_secret_key"})
+
+
+def describe_settings_error(error: ValidationError, flags: dict[str, str] | None = None) -> str:
+    """One line per bad setting: `COMFYUI_URL='x': must be ...`, naming the flag when one was used.
+
+    `flags` maps a field to the command-line flag that set it (`{"comfyui_url": "--comfyui-url"}`);
+    without an entry the field is named by its environment variable. No pydantic dump, no link.
+    """
+    lines = []
+    for item in error.errors(include_url=False):
+        field = str(item["loc"][0]) if item.get("loc") else ""
+        name = (flags or {}).get(field) or field.upper() or "configuration"
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        message = message[0].lower() + message[1:] if message else "invalid"
+        if field in _SECRET_FIELDS or "input" not in item or not isinstance(item["input"], str | int | float):
+            lines.append(f"{name}: {message}")
+        else:
+            lines.append(f"{name}={item['input']!r}: {message}")
+    return "; ".join(lines)

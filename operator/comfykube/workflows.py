@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfykube.comfyui.schema import check_graph, input_spec, input_type, is_link
+from comfykube.comfyui.schema import ServerChoice, check_graph, input_spec, input_type, is_link
 from comfykube.errors import InvalidSpec, WorkflowError
 from comfykube.types import WORKFLOW_NAME_PATTERN, ImageJobSpec
 
@@ -194,16 +194,6 @@ class InputImage:
 
 
 @dataclass(frozen=True)
-class ServerChoice:
-    """A value that must be one the running ComfyUI offers (checked in preflight)."""
-
-    label: str
-    class_type: str
-    input: str
-    value: str
-
-
-@dataclass(frozen=True)
 class Workflow:
     """A loaded, checked workflow template."""
 
@@ -226,6 +216,39 @@ class Workflow:
         if not {"width", "height"} <= set(self.bindings) or self.images:
             return False
         return not any(_rescales(node.get("class_type", "")) for node in self.graph.values())
+
+    def summary(self) -> dict[str, Any]:
+        """What `comfykube workflows NAME --json` prints: description, parameters, images, fields used."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "specFields": self.spec_fields,
+            "parameters": {
+                name: {
+                    key: value
+                    for key, value in {
+                        "type": p.type,
+                        "description": p.description or None,
+                        "default": p.default,
+                        "minimum": p.minimum,
+                        "maximum": p.maximum,
+                        "enum": list(p.enum) if p.enum is not None else None,
+                        "pattern": p.pattern,
+                        "maxLength": p.max_length,
+                        "choicesFrom": p.choices_from,
+                        "targets": [{"node": t.node, "input": t.input} for t in p.targets],
+                    }.items()
+                    if value is not None
+                }
+                for name, p in self.parameters.items()
+            },
+            "images": {
+                name: {"description": i.description, "required": i.required, "node": i.target.node,
+                       "input": i.target.input}
+                for name, i in self.images.items()
+            },
+            "path": str(self.path),
+        }
 
     def default(self, spec_field: str) -> Any:
         """The template's own value for a bound field (e.g. its default checkpoint)."""
@@ -282,9 +305,10 @@ class Workflow:
             if spec_field in self.bindings or spec_field in ("seed", "prompt"):
                 continue
             if value is not None and value != defaults[attr].default:
+                hint = f"; set spec.inputs.{spec_field} instead" if spec_field in self.parameters else ""
                 raise InvalidSpec(
                     f"spec.{spec_field}: workflow {self.name!r} does not use this field; "
-                    f"fields it uses: {', '.join(sorted(self.bindings))}"
+                    f"fields it uses: {', '.join(sorted(self.bindings))}{hint}"
                 )
 
     def render(

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,10 @@ async def download_image(
         if declared is not None and received != declared:
             raise DownloadFailed(f"image {name!r} was cut off: got {received} of {declared} bytes (Content-Length)")
         media = await asyncio.to_thread(check_media, temp, head, name)
+        if media.kind is OutputKind.IMAGE and image.animated:
+            # An animation of identical frames is stored as one frame by the encoder; ComfyUI's
+            # flag still says what the node made.
+            media = replace(media, kind=OutputKind.ANIMATION, frames=media.frames or 1)
         width, height = media.width, media.height
         if (
             expected_size is not None

@@ -54,9 +54,11 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
     for node_id, output in outputs.items():
         if not isinstance(output, dict):
             continue
+        flags = output.get("animated")
+        flags = flags if isinstance(flags, list) else []
         for listed_under in OUTPUT_LISTS:
             items = output.get(listed_under)
-            for image in items if isinstance(items, list) else ():
+            for position, image in enumerate(items if isinstance(items, list) else ()):
                 if isinstance(image, dict) and image.get("filename"):
                     images.append(
                         OutputImage(
@@ -65,6 +67,10 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
                             type=str(image.get("type") or "output"),
                             node_id=str(node_id),
                             listed_under=listed_under,
+                            # `animated` runs parallel to `images` (captures 91, 93).
+                            animated=listed_under == "images"
+                            and position < len(flags)
+                            and flags[position] is True,
                         )
                     )
     prompt = raw.get("prompt")

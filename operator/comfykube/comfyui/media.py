@@ -136,7 +136,7 @@ def check_media(path: Path, head: bytes, name: str) -> CheckedMedia:
     return CheckedMedia(OutputKind.AUDIO, content_type, ext)
 
 
-class _Window(io.RawIOBase):
+class PngWindow(io.RawIOBase):
     """The first `limit` bytes of a file, as a seekable stream (reads past it see the end)."""
 
     def __init__(self, handle: io.BufferedReader, limit: int) -> None:
@@ -144,20 +144,25 @@ class _Window(io.RawIOBase):
         self._limit = limit
 
     def readable(self) -> bool:
+        """Always: a read-only view."""
         return True
 
     def seekable(self) -> bool:
+        """Always: Pillow seeks within the PNG."""
         return True
 
     def tell(self) -> int:
+        """The position in the file."""
         return self._handle.tell()
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek in the file; the end is the window's end."""
         if whence == 2:
             return self._handle.seek(self._limit + offset)
         return self._handle.seek(offset, whence)
 
     def readinto(self, buffer: Any) -> int:
+        """Read up to the window's end, then nothing (Pillow stops there cleanly)."""
         left = self._limit - self._handle.tell()
         if left <= 0:
             return 0
@@ -165,12 +170,14 @@ class _Window(io.RawIOBase):
         return self._handle.readinto(view)
 
 
-def _png_image_data_end(handle: io.BufferedReader, size: int, name: str) -> int:
+def png_image_data_end(handle: io.BufferedReader, size: int, name: str, *, what: str | None = None) -> int:
     """Walk a PNG's chunks, checking each CRC in bounded blocks; the offset after its last image data.
 
     Pillow keeps the chunks after the image data in memory (text, private chunks),
     so it only sees the file up to there; the rest was checked here, block by block.
+    Messages start with `what` (default: `output 'name'`).
     """
+    who = what or f"output {name!r}"
     offset = 8
     data_end = 0
     first = True
@@ -178,31 +185,31 @@ def _png_image_data_end(handle: io.BufferedReader, size: int, name: str) -> int:
         handle.seek(offset)
         header = handle.read(8)
         if len(header) < 8:
-            raise DownloadFailed(f"output {name!r}: PNG ends without an IEND chunk (cut off?)")
+            raise DownloadFailed(f"{who}: PNG ends without an IEND chunk (cut off?)")
         length, chunk_type = struct.unpack(">I4s", header)
         if first and chunk_type != b"IHDR":
-            raise DownloadFailed(f"output {name!r}: PNG does not start with IHDR")
+            raise DownloadFailed(f"{who}: PNG does not start with IHDR")
         first = False
         if offset + 12 + length > size:
-            raise DownloadFailed(f"output {name!r}: PNG chunk {chunk_type!r} runs past the end (cut off?)")
+            raise DownloadFailed(f"{who}: PNG chunk {chunk_type!r} runs past the end (cut off?)")
         crc = zlib.crc32(chunk_type)
         left = length
         while left > 0:
             block = handle.read(min(left, 1024 * 1024))
             if not block:
-                raise DownloadFailed(f"output {name!r}: PNG chunk {chunk_type!r} cut off")
+                raise DownloadFailed(f"{who}: PNG chunk {chunk_type!r} cut off")
             crc = zlib.crc32(block, crc)
             left -= len(block)
         (stored,) = struct.unpack(">I", handle.read(4))
         if stored != crc & 0xFFFFFFFF:
-            raise DownloadFailed(f"output {name!r}: PNG chunk {chunk_type!r} has a bad CRC (damaged file)")
+            raise DownloadFailed(f"{who}: PNG chunk {chunk_type!r} has a bad CRC (damaged file)")
         offset += 12 + length
         if chunk_type in (b"IDAT", b"fdAT"):
             data_end = offset
         if chunk_type == b"IEND":
             break
     if data_end == 0:
-        raise DownloadFailed(f"output {name!r}: PNG without image data")
+        raise DownloadFailed(f"{who}: PNG without image data")
     return data_end
 
 
@@ -213,7 +220,7 @@ def _check_picture(path: Path, content_type: str, ext: str, name: str) -> Checke
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             source: Any = handle
             if fmt == "PNG":
-                source = _Window(handle, _png_image_data_end(handle, path.stat().st_size, name))
+                source = PngWindow(handle, png_image_data_end(handle, path.stat().st_size, name))
                 handle.seek(0)
             with Image.open(source, formats=[fmt]) as img:
                 width, height = img.size

@@ -26,6 +26,8 @@ class OutputImage:
     node_id: str = ""
     #: Which list of the node's output named it: `images`, `gifs` (VideoHelperSuite), `videos`, `audio`.
     listed_under: str = field(default="images", compare=False)
+    #: ComfyUI's `animated` flag for this entry (SaveAnimatedWEBP/PNG, SaveVideo).
+    animated: bool = field(default=False, compare=False)
 
     @property
     def is_output(self) -> bool:

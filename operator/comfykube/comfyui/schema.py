@@ -10,10 +10,22 @@ value type (`INT`, `FLOAT`, `STRING`, `BOOLEAN`), a link type (`MODEL`,
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 #: Value types ComfyUI checks itself; everything else in upper case is a link type.
 VALUE_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """A value that must be one the running ComfyUI offers for a node input (checked in preflight)."""
+
+    #: What the user calls it (a workflow parameter's name), for the message.
+    label: str
+    class_type: str
+    input: str
+    value: str
 
 
 def combo_values(spec: Any) -> list[str] | None:

@@ -9,6 +9,7 @@ backend list can change at run time (EndpointSlice discovery).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,10 +80,17 @@ class BackendPool:
         return max(0, state.queue_depth - self.scheduler.inflight.get(url, 0))
 
     def has_checkpoint(self, url: str, checkpoint: str | None) -> bool:
-        """False only when the backend's list is known and lacks the checkpoint."""
+        """Whether a job naming `checkpoint` may go to this backend.
+
+        A monitored backend whose list is not known yet (its first check is still under
+        way) is not eligible for a named checkpoint: sending the job there would fail its
+        preflight for good when another backend has the model.
+        """
         state = self.states.get(url)
-        if checkpoint is None or state is None or state.checkpoints is None:
+        if checkpoint is None or state is None:
             return True
+        if state.checkpoints is None:
+            return False
         return checkpoint in state.checkpoints
 
     def outage(self) -> str | None:
@@ -110,6 +118,11 @@ class BackendPool:
         try:
             report = await client.health(retries=0)
             state.checkpoints = await client.checkpoints(fresh=False)
+            if not state.healthy:
+                # Warm the client's node-info cache now, so the first job's preflight needs no request
+                # (best effort: preflight asks again and explains a failure).
+                with contextlib.suppress(JobError):
+                    await client.sampler_options()
         except JobError as exc:
             state.failures += 1
             state.error = exc.message

@@ -17,7 +17,7 @@ from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
 from comfykube.controller.shard import Selector
 from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
-from comfykube.settings import Settings
+from comfykube.settings import Settings, describe_settings_error
 from comfykube.types import API_GROUP, PLURAL
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         )
     else:
         ctx.pool.set_backends(ctx.settings.comfyui_urls)
+    _state["warm"] = asyncio.create_task(_warm_store(ctx))
     ctx.ready = True
     log.info(
         "comfykube operator ready: backends %s, store %s, workflows %s, jobs %s",
@@ -77,9 +78,21 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     )
 
 
+async def _warm_store(ctx: OperatorContext) -> None:
+    """Open the store's connections (bucket check, region) before the first job needs them.
+
+    Best effort and in the background: the pipeline still checks the store before
+    submitting, and says why if it is not ready.
+    """
+    try:
+        await ctx.store.ensure_ready()
+    except Exception as exc:  # the first job reports it properly
+        log.warning("object store not ready yet: %s", exc)
+
+
 @kopf.on.cleanup()
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for key in ("maintenance", "discovery"):
+    for key in ("maintenance", "discovery", "warm"):
         task = _state.pop(key, None)
         if task is not None:
             task.cancel()
@@ -126,7 +139,7 @@ def run_operator(
         settings = Settings()
         parsed = Selector.parse(selector if selector is not None else settings.operator_selector)
     except ValidationError as exc:  # fail at start, naming the variable, not at the first job
-        print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
+        print(f"comfykube operator: bad configuration: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"comfykube operator: bad --selector: {exc}", file=sys.stderr)

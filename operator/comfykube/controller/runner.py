@@ -20,11 +20,12 @@ from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
 from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
+from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
 from comfykube.names import LABEL_REQUESTER
-from comfykube.pipeline import JobIdentity, ResumeState, failed_status
+from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
@@ -175,9 +176,11 @@ async def _attempts(
             backoff *= 2
             deadline_at = max(deadline_at, ctx.clock.now() + limit)
             continue
-        log.info("succeeded: %s", result.url)
+        # The object keys, never the URL: a presigned URL is a bearer credential.
+        log.info("succeeded: %s", ", ".join(image.key for image in result.images))
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
+
 
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
     """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
@@ -198,6 +201,8 @@ async def _one_attempt(
 ) -> ImageJobStatus:
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
+    # Before a slot is taken: a job waiting for the job it chains from holds no backend.
+    resolved = await resolve_from_jobs(ctx.api, job.namespace, spec) if spec.images else {}
     pinned = writer.status.backend if resume.submissions else None
     # Only a model the spec names restricts the backends; without one, any installed
     # checkpoint will do (the pipeline falls back to one the backend has).
@@ -228,9 +233,17 @@ async def _one_attempt(
                 if waiting is not None:
                     waiting.cancel()
                 log.debug("running on %s", backend)
+
+                async def report(event: PipelineEvent) -> None:
+                    if event.phase is Phase.UPLOADING:
+                        # ComfyUI is done with this prompt: the next job may submit while we store.
+                        ctx.scheduler.hand_off(key)
+                    await writer.on_event(event)
+
                 try:
                     return await ctx.pipeline(backend).run(
-                        spec, job, report=writer.on_event, resume=resume, deadline_at=deadline_at
+                        spec, job, report=report, resume=resume, deadline_at=deadline_at,
+                        resolved_jobs=resolved,
                     )
                 except BackendRefused:
                     # Nothing listens there any more: drain it now, not at the next periodic check,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 
 from comfykube.errors import InputImageFailed
 
@@ -42,33 +43,48 @@ def forbidden_reason(address: IPAddress) -> str | None:
     return None
 
 
-async def resolve_checked(host: str, port: int, *, allow_private: bool) -> IPAddress:
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+Policy = Callable[[IPAddress], "str | None"]
+
+
+async def resolve_dns(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (the event loop's resolver runs in a thread)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputImageFailed(f"cannot resolve host {host!r}: {exc}", retryable=True) from None
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+async def resolve_checked(
+    host: str,
+    port: int,
+    *,
+    allow_private: bool,
+    resolve: Resolver = resolve_dns,
+    policy: Policy = forbidden_reason,
+) -> IPAddress:
     """The address to connect to for `host`: resolved once, every answer checked.
 
     All answers must pass, not just the first: a name that resolves to one public
-    and one private address is refused rather than trusted half-way.
+    and one private address is refused rather than trusted half-way. (`resolve` and
+    `policy` are replaceable for tests.)
     """
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise InputImageFailed(f"cannot resolve host {host!r}: {exc}", retryable=True) from None
-        addresses = []
-        for info in infos:
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            raise InputImageFailed(f"host {host!r} resolves to no address", retryable=True)
+    addresses = [literal] if literal is not None else await resolve(host, port)
+    if not addresses:
+        raise InputImageFailed(f"host {host!r} resolves to no address", retryable=True)
     if not allow_private:
         for address in addresses:
-            reason = forbidden_reason(address)
+            reason = policy(address)
             if reason is not None:
                 raise InputImageFailed(
                     f"host {host!r} resolves to {address}, {reason}: input URLs must be public "

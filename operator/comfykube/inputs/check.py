@@ -15,10 +15,12 @@ import asyncio
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from comfykube.errors import InputImageFailed
+from comfykube.comfyui.media import PngWindow, png_image_data_end
+from comfykube.errors import DownloadFailed, InputImageFailed
 
 #: (magic prefix, content type, extension, Pillow format)
 _MAGIC: tuple[tuple[bytes, str, str, str], ...] = (
@@ -77,7 +79,14 @@ def check_image_file(path: Path, head: bytes, *, max_pixels: int, what: str) -> 
         with warnings.catch_warnings():
             # Our own cap below is the check; Pillow's warning would only go to the log.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=[kind.pillow_format]) as img:
+            with open(path, "rb") as handle:
+                source: Any = handle
+                if kind.pillow_format == "PNG":
+                    # Pillow keeps text and private chunks after the pixels in memory: it sees
+                    # the file up to its last image data only; the rest is CRC-checked in blocks.
+                    source = PngWindow(handle, png_image_data_end(handle, path.stat().st_size, what, what=what))
+                    handle.seek(0)
+                img = Image.open(source, formats=[kind.pillow_format])
                 width, height = img.size
                 if width <= 0 or height <= 0:
                     raise InputImageFailed(f"{what} has no pixels ({width}x{height})")
@@ -87,8 +96,11 @@ def check_image_file(path: Path, head: bytes, *, max_pixels: int, what: str) -> 
                         f"{max_pixels} allowed (INPUT_IMAGE_MAX_PIXELS)"
                     )
                 img.load()  # every pixel: a cut-off or corrupt file fails here
+                img.close()
     except InputImageFailed:
         raise
+    except DownloadFailed as exc:  # the PNG chunk walk's message, said of this input
+        raise InputImageFailed(exc.message) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputImageFailed(f"{what} does not decode as {kind.pillow_format}: {exc}") from None
     return CheckedImage(kind=kind, width=width, height=height)

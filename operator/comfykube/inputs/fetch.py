@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import certifi
 import httpx
 
 from comfykube.comfyui.transport import describe_transport_error, status_text
 from comfykube.errors import InputImageFailed
-from comfykube.inputs.addresses import resolve_checked
+from comfykube.inputs.addresses import Policy, Resolver, forbidden_reason, resolve_checked, resolve_dns
 
 CHUNK = 64 * 1024
 HEAD_BYTES = 16
@@ -44,6 +47,12 @@ class Fetched:
     sha256: str
     head: builtins.bytes
     content_type: str
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every fetch: building one (loading the CA bundle) costs tens of ms."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def safe_url(url: str | httpx.URL) -> str:
@@ -78,7 +87,8 @@ async def fetch_url(
     allow_private: bool,
     http_timeout: float = 30.0,
     max_redirects: int = 5,
-    transport: httpx.AsyncBaseTransport | None = None,
+    resolve: Resolver = resolve_dns,
+    policy: Policy = forbidden_reason,
 ) -> Fetched:
     """Stream `url` into `dest` with the checks in the module docstring; InputImageFailed otherwise.
 
@@ -90,11 +100,13 @@ async def fetch_url(
         timeout=httpx.Timeout(http_timeout, connect=min(http_timeout, 10.0)),
         follow_redirects=False,
         trust_env=False,  # an environment proxy would connect to the name, not the checked address
-        transport=transport,
+        verify=_tls(),
     ) as http:
         for _ in range(max_redirects + 1):
             port = current.port or (443 if current.scheme == "https" else 80)
-            address = await resolve_checked(current.host, port, allow_private=allow_private)
+            address = await resolve_checked(
+                current.host, port, allow_private=allow_private, resolve=resolve, policy=policy
+            )
             pinned = current.copy_with(host=str(address))
             host_header = current.host if current.port is None else f"{current.host}:{current.port}"
             extensions: dict[str, Any] = {"sni_hostname": current.host} if current.scheme == "https" else {}

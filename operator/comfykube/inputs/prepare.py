@@ -139,14 +139,17 @@ async def prepare_image(
     dest = dest_dir / f"input-{name}.part"
     try:
         if isinstance(source, UrlSource):
-            fetched = await fetch_url(
-                source.url,
-                dest,
-                max_bytes=limits.max_bytes,
-                allow_private=limits.allow_private,
-                http_timeout=limits.url_timeout,
-                max_redirects=limits.max_redirects,
-            )
+            try:
+                fetched = await fetch_url(
+                    source.url,
+                    dest,
+                    max_bytes=limits.max_bytes,
+                    allow_private=limits.allow_private,
+                    http_timeout=limits.url_timeout,
+                    max_redirects=limits.max_redirects,
+                )
+            except InputImageFailed as exc:
+                raise InputImageFailed(f"input image {name!r}: {exc.message}", retryable=exc.retryable) from None
             size, sha256, head = fetched.bytes, fetched.sha256, fetched.head
         else:
             if isinstance(source, StoreSource):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from comfykube import tempfiles
 from comfykube.errors import JobError
 from comfykube.storage.base import ObjectStore
 
@@ -77,7 +77,7 @@ async def store_thumbnail(
     if not content_type.startswith("image/"):
         return None
     thumb = thumbnail_key(key)
-    with tempfile.TemporaryDirectory(prefix="comfykube-thumb-", dir=tmp_dir) as tmp:
+    with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
         target = Path(tmp) / "thumb.webp"
         try:
             size, sha256 = await asyncio.to_thread(render_thumbnail, source, target)
