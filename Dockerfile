@@ -2,6 +2,7 @@
 # One image for the operator, the Discord bot and the CLI:
 #   docker run --rm IMAGE operator --namespace imaging
 #   docker run --rm IMAGE bot
+#   docker run --rm IMAGE web
 #   docker run --rm IMAGE generate "a lighthouse at dusk"
 ARG PYTHON_VERSION=3.11
 
@@ -14,6 +15,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY bot/ bot/
+COPY web/ web/
 # Wheels for comfykube and every dependency, then a self-contained virtualenv
 # from those wheels only (no index at install time).
 RUN python -m pip wheel --wheel-dir /wheels . \
@@ -53,8 +55,8 @@ ENV PATH=/opt/comfykube/bin:$PATH \
     WORKFLOWS_DIR=/opt/comfykube/share/workflows \
     TMPDIR=/tmp
 
-# Operator health 8080, operator metrics 9090, bot health 8081.
-EXPOSE 8080 9090 8081
+# Operator health 8080, operator metrics 9090, bot health 8081, web gallery 8090 and its health 8091.
+EXPOSE 8080 9090 8081 8090 8091
 WORKDIR /tmp
 USER 10001:10001
 ENTRYPOINT ["comfykube"]

@@ -1,22 +1,16 @@
-"""Where the recorded ComfyUI exchanges are: `shared/` beside the checkout (as CI lays it out).
+"""Where the recorded ComfyUI exchanges are: `tests/data/comfyui/`, inside the repository.
 
-Order: $COMFYUI_CAPTURES, `../shared/comfyui-protocol/captures` next to this repository,
-then `/work/shared/...` (the developers' machines).
+They were copied from the team's reference material (origin and list in that directory's
+README.md), so every test runs from a plain clone; nothing is read from outside the checkout.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+CAPTURES = Path(__file__).resolve().parent / "data" / "comfyui"
 
 
 def captures_dir() -> Path:
-    """The first captures directory that exists (the last candidate if none does)."""
-    candidates = [
-        *([Path(os.environ["COMFYUI_CAPTURES"])] if os.environ.get("COMFYUI_CAPTURES") else []),
-        REPO.parent / "shared" / "comfyui-protocol" / "captures",
-        Path("/work/shared/comfyui-protocol/captures"),
-    ]
-    return next((path for path in candidates if path.is_dir()), candidates[-1])
+    """The directory of recorded ComfyUI exchanges (one JSON file per exchange)."""
+    return CAPTURES

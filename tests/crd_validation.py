@@ -32,6 +32,8 @@ import jsonschema
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from comfykube.types import ONE_SOURCE_RULE
+
 __all__ = [
     "CRValidationError",
     "cel_cost_problems",
@@ -48,6 +50,7 @@ CEL_RULES: dict[str, Callable[[Any, Any], bool]] = {
     "self == oldSelf": lambda self, old: self == old,
     # CEL `matches` is an RE2 search (not anchored); RE2's \S is ASCII: not one of [\t\n\f\r ].
     r"self.matches('\\S')": lambda self, old: re.search(r"[^\t\n\f\r ]", self) is not None,
+    ONE_SOURCE_RULE: lambda self, old: sum(key in self for key in ("url", "s3Key", "fromJob")) == 1,
 }
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")

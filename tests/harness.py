@@ -114,7 +114,10 @@ def operator_env(
 ) -> dict[str, str]:
     """The environment for an operator process: cluster, ComfyUI and S3 settings."""
     env = {k: v for k, v in kube_env.items() if not k.startswith(("MINIO_", "COMFYUI_"))}
-    env.update(COMFYUI_URL=comfyui_url, COMFYUI_POLL_INTERVAL="0.5", PYTHONUNBUFFERED="1")
+    # Input images in the tests come from servers on loopback.
+    env.update(
+        COMFYUI_URL=comfyui_url, COMFYUI_POLL_INTERVAL="0.5", PYTHONUNBUFFERED="1", INPUT_URL_ALLOW_PRIVATE="true"
+    )
     if s3 is not None:
         env.update(
             MINIO_ENDPOINT=s3.endpoint,

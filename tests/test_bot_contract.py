@@ -183,7 +183,7 @@ async def test_user_over_active_job_cap_is_refused_counting_imagejobs(tmp_path: 
         alice = str(world.fake.user_ids["alice"])
         # Two of alice's jobs exist already (created by an earlier bot process: not in this one's memory).
         for i in range(2):
-            world.create_job(f"old-{i}", {"prompt": "x"}, labels={"comfykube.dev/requester": alice})
+            world.create_job(f"old-{i}", {"prompt": "x"}, labels={"comfykube.dev/requester": alice}, signed=True)
         world.patch_status("old-1", phase="Running")
         h, _ = await imagine(world, {"prompt": "cat"})
         assert "already have 2 jobs in progress (limit 2)" in ephemeral_text(h)
@@ -203,7 +203,8 @@ async def test_cooldown_refuses_a_quick_second_request(tmp_path: Path, core: Set
 async def test_queue_cap_refuses_when_too_many_jobs_wait(tmp_path: Path, core: Settings) -> None:
     async with bot_world(tmp_path, core) as world, world.running(bot_queue_cap=3):
         for i in range(3):
-            world.create_job(f"waiting-{i}", {"prompt": "x"}, labels={"comfykube.dev/requester": str(9000 + i)})
+            world.create_job(f"waiting-{i}", {"prompt": "x"}, labels={"comfykube.dev/requester": str(9000 + i)},
+                             signed=True)
         h, _ = await imagine(world, {"prompt": "cat"})
         assert "The queue is full (3 jobs waiting)" in ephemeral_text(h)
 
@@ -475,7 +476,8 @@ async def test_jobs_and_queue_commands(tmp_path: Path, core: Settings) -> None:
     async with bot_world(tmp_path, core) as world, world.running():
         fake = world.fake
         _, mine = await imagine(world, {"prompt": "my fox"})
-        world.create_job("someone-else", {"prompt": "their hare"}, labels={"comfykube.dev/requester": "77"})
+        world.create_job("someone-else", {"prompt": "their hare"}, labels={"comfykube.dev/requester": "77"},
+                         signed=True)
         world.patch_status("someone-else", phase="Running", progress={"value": 2, "max": 20})
         h = await fake.slash_command("jobs")
         await h.wait_response()

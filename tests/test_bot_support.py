@@ -21,10 +21,12 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from comfykube.kube import KubeApi
+from comfykube.names import ANN_SIGNATURE
 from comfykube.settings import Settings
 from comfykube.storage import MinioStore, object_key
 from comfykube_bot.main import ComfyBot
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from tests.standins.discord import FakeDiscord, make_png, point_discord_at
 from tests.standins.kube import FakeKube
 from tests.standins.kube_plugin import load_imagejob_crd
@@ -115,11 +117,22 @@ class BotWorld:
         """Write status as the operator would (merge patch on the status subresource)."""
         return self.kube.patch_object(RESOURCE, NAMESPACE, name, {"status": status}, subresource="status")
 
-    def create_job(self, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
-        """Create an ImageJob directly (as kubectl would)."""
-        body = {"apiVersion": "comfykube.dev/v1alpha1", "kind": "ImageJob",
-                "metadata": {"name": name, "namespace": NAMESPACE, **meta}, "spec": spec}
+    def create_job(self, name: str, spec: dict[str, Any], *, signed: bool = False, **meta: Any) -> dict[str, Any]:
+        """Create an ImageJob directly: as kubectl would, or (`signed`) as an earlier bot process did."""
+        metadata = {"name": name, "namespace": NAMESPACE, **meta}
+        if signed:
+            labels = dict(metadata.get("labels") or {})
+            labels.setdefault("app.kubernetes.io/managed-by", "comfykube-bot")
+            annotations = dict(metadata.get("annotations") or {})
+            annotations[ANN_SIGNATURE] = self.signer.sign(NAMESPACE, name, labels, annotations)
+            metadata.update(labels=labels, annotations=annotations)
+        body = {"apiVersion": "comfykube.dev/v1alpha1", "kind": "ImageJob", "metadata": metadata, "spec": spec}
         return self.kube.create_object(RESOURCE, body, NAMESPACE)
+
+    @property
+    def signer(self) -> Signer:
+        """The signer the test bots use (derived from the fake Discord's token, as in production)."""
+        return Signer.from_secrets(None, self.fake.token)
 
     async def store_image(self, job: dict[str, Any], png: bytes, index: int = 0) -> dict[str, Any]:
         """Put a real PNG into nanio under the job's key; returns the status.images entry for it."""

@@ -9,6 +9,7 @@ import itertools
 import pytest
 from PIL import Image
 
+from comfykube.readback import read_spec, read_status
 from comfykube.types import Phase
 from comfykube_bot.flags import FlagError, parse_inline_flags
 from comfykube_bot.images import reencode_preview
@@ -50,8 +51,10 @@ def job(phase: str | None = None, name: str = "ij-1", **status: object) -> JobIn
         st["phase"] = phase
     return JobInfo(
         namespace="default", name=name, uid="u", resource_version="1",
-        spec={"prompt": "a red fox in snow", "width": 512, "height": 512, "steps": 20, "cfg": 7.0, "seed": 5},
-        status=st, labels={"comfykube.dev/requester": "42", "app.kubernetes.io/managed-by": "comfykube-bot"},
+        spec=read_spec({"prompt": "a red fox in snow", "width": 512, "height": 512, "steps": 20, "cfg": 7.0,
+                        "seed": 5}),
+        status=read_status(st),
+        labels={"comfykube.dev/requester": "42", "app.kubernetes.io/managed-by": "comfykube-bot"},
         annotations={"comfykube.dev/discord-channel": "7", "comfykube.dev/discord-message": "8"},
     )
 
@@ -143,7 +146,7 @@ def test_manifest_carries_labels_and_annotations_the_operator_and_bot_need() -> 
 
 
 def test_reroll_keeps_the_spec_with_a_new_seed_and_drops_notify() -> None:
-    spec = {"prompt": "cat", "seed": 5, "steps": 12, "notify": {"discord": {"channelId": str(GENERAL)}}}
+    spec = read_spec({"prompt": "cat", "seed": 5, "steps": 12, "notify": {"discord": {"channelId": str(GENERAL)}}})
     seeds = {reroll_spec(spec).seed for _ in range(5)}
     new = reroll_spec(spec)
     assert new.steps == 12 and new.notify is None and 5 not in seeds and len(seeds) > 1
@@ -255,7 +258,8 @@ def test_progress_message_has_cancel_and_final_message_has_result_buttons() -> N
     running = render_progress(job("Running"))
     assert [b.custom_id for b in running.buttons] == ["ij:cancel:default/ij-1"]
     expires = "2026-01-01T01:00:00Z"
-    done = job("Succeeded", images=[{"key": "k", "url": "https://s3/x?sig", "urlExpiresAt": expires}], seed=99)
+    done = job("Succeeded", images=[{"key": "k", "bytes": 1, "sha256": "0" * 64, "contentType": "image/png",
+                                            "url": "https://s3/x?sig", "urlExpiresAt": expires}], seed=99)
     final = render_final(done)
     assert final.buttons[0].url == "https://s3/x?sig" and "01 Jan 01:00 UTC" in final.buttons[0].label
     assert [b.custom_id for b in final.buttons[1:]] == [

@@ -35,7 +35,7 @@ NAMESPACE = "imaging"
 #: Kinds rendered from third-party CRDs: kubernetes-validate has no schema for them.
 CUSTOM_KINDS = {"ServiceMonitor"}
 #: Env vars that carry credentials: they must come from a Secret, never a value.
-SECRET_ENV = {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "DISCORD_TOKEN"}
+SECRET_ENV = {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "DISCORD_TOKEN", "BOT_SIGNING_KEY"}
 #: The bot's optional settings: rendered only when set in values (else the bot's own default applies).
 BOT_OPTIONAL_ENV = {
     "BOT_MODERATOR_ROLES",
@@ -95,6 +95,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "enabled": True,
             "existingSecret": "comfykube-discord",
             "tokenKey": "discord-token",
+            "signingKeyKey": "signing-key",
             "moderatorRoles": [MODERATOR],
             "allowDms": True,
             "denyPatterns": DENY_PATTERNS,
@@ -108,9 +109,44 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "metricsPort": 9191,
         },
         "minio": {"publicEndpoint": "https://images.example.com", "region": "eu-west-1"},
-        "operator": {"presignExpirySeconds": 7200},
+        "operator": {"presignExpirySeconds": 7200,
+                     "checkpoints": {"deny": ["gore,mix*"], "restricted": ["pony*", "adult/*"]}},
         "metrics": {"service": {"enabled": True}},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]},
+    },
+    # ComfyUI (CPU, one public model) and MinIO from the chart: the quickstart's shape.
+    "comfyui-minio": {
+        "comfyui": {
+            "enabled": True,
+            "image": {"repository": "registry.example.org/comfyui-cpu", "tag": "v0.3.64"},
+            "args": ["--listen", "0.0.0.0", "--port", "8188", "--cpu",
+                     "--extra-model-paths-config", "/etc/comfyui/extra_model_paths.yaml"],
+            "models": [{"path": "checkpoints/tiny.safetensors", "sha256": "a" * 64,
+                        "url": "https://models.example.org/tiny.safetensors"}],
+        },
+        "minio": {"enabled": True, "publicEndpoint": "http://127.0.0.1:9000"},
+        "bot": {"enabled": True, "existingSecret": "comfykube-discord"},
+    },
+    # GPUs: two replicas, a GPU each, on GPU nodes, a private model through a Secret, one shared claim.
+    "comfyui-gpu": {
+        "comfyui": {
+            "enabled": True,
+            "image": {"repository": "registry.example.org/comfyui-cuda", "digest": "sha256:" + "b" * 64},
+            "replicas": 2,
+            "gpu": {"count": 1},
+            "resources": {"limits": {"memory": "24Gi"}, "requests": {"cpu": "2", "memory": "16Gi"}},
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
+                    "matchLabels": {"app.kubernetes.io/component": "comfyui"}}}}]}},
+            "models": [{"path": "checkpoints/sdxl.safetensors", "sha256": "c" * 64, "urlSecretKey": "sdxlUrl",
+                        "headersSecretKey": "hfHeaders"}],
+            "modelsSecret": "model-tokens",
+            "persistence": {"existingClaim": "shared-models"},
+        },
+        "minio": {"enabled": True, "existingSecret": "my-minio-root"},
+        "networkPolicy": {"enabled": True},
     },
     "bot-no-metrics": {
         "bot": {"enabled": True, "existingSecret": "comfykube-discord", "metricsPort": 0},
@@ -320,7 +356,28 @@ def test_operator_env_matches_the_settings_it_reads(chart: helm.Chart) -> None:
     values = chart.values
     assert values["operator"]["defaultTimeoutSeconds"] == fields["default_timeout_seconds"].default
     assert values["operator"]["presignExpirySeconds"] == fields["presign_expiry_seconds"].default
+    assert values["operator"]["allowRawGraphs"] is fields["allow_raw_graphs"].default is False
+    assert env_of(container(deployment(render(chart, "default")[0], "operator")))["ALLOW_RAW_GRAPHS"]["value"] == (
+        "false")
     assert values["minio"]["bucket"] == fields["minio_bucket"].default
+
+
+def test_checkpoint_rules_reach_the_operator_and_the_bots_nsfw_globs_are_never_a_fallback(
+    chart: helm.Chart, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from comfykube.settings import Settings
+
+    env = env_of(container(deployment(render(chart, "bot-tuned")[0], "operator")))
+    for name in ("CHECKPOINT_DENY", "CHECKPOINT_RESTRICTED"):
+        monkeypatch.setenv(name, env[name]["value"])
+    settings = Settings()
+    assert settings.checkpoint_deny == ["gore,mix*"]  # a JSON array: the comma survives
+    assert settings.checkpoint_restricted == ["pony*", "adult/*", "*nsfw*"]
+    assert "CHECKPOINT_ALLOW" not in env
+    default = env_of(container(deployment(render(chart, "default")[0], "operator")))
+    assert not {"CHECKPOINT_ALLOW", "CHECKPOINT_DENY", "CHECKPOINT_RESTRICTED"} & set(default)
+    bot = env_of(container(deployment(render(chart, "bot-tuned")[0], "bot")))
+    assert bot["BOT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "comfykube-discord", "key": "signing-key"}
 
 
 def test_all_namespaces_operator_settings(chart: helm.Chart) -> None:
@@ -609,7 +666,13 @@ def test_every_pod_is_non_root_with_a_read_only_root_filesystem(chart: helm.Char
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_secrets_are_only_referenced(chart: helm.Chart, scenario: str) -> None:
     docs, _ = render(chart, scenario)
-    assert of_kind(docs, "Secret") == []
+    secrets = of_kind(docs, "Secret")
+    if SCENARIOS[scenario].get("minio", {}).get("enabled"):
+        # The one exception: the chart's own MinIO gets root keys generated once (see test_minio_*).
+        assert [s["metadata"]["name"] for s in secrets] == [SCENARIOS[scenario]["minio"].get(
+            "existingSecret", "comfykube-minio")]
+    else:
+        assert secrets == []
     seen = set()
     for dep in of_kind(docs, "Deployment"):
         for ctr in dep["spec"]["template"]["spec"]["containers"]:
@@ -619,7 +682,7 @@ def test_secrets_are_only_referenced(chart: helm.Chart, scenario: str) -> None:
                     assert "value" not in item, f"{name} rendered as a plain value"
                     assert set(item["valueFrom"]) == {"secretKeyRef"}
     assert {"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"} <= seen
-    if scenario != "default":
+    if SCENARIOS[scenario].get("bot", {}).get("enabled"):
         assert "DISCORD_TOKEN" in seen
     for cm in of_kind(docs, "ConfigMap"):
         assert not SECRET_ENV & set(cm.get("data", {}))

@@ -1,7 +1,7 @@
 """Frame parsing, history/queue interpretation and error text, replayed from real ComfyUI captures.
 
 No server needed: every input here was recorded from ComfyUI 0.3.64
-(`shared/comfyui-protocol/captures` beside the checkout, see tests/captures.py).
+(copied into `tests/data/comfyui/`, see tests/captures.py).
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ from comfykube.errors import ExecutionFailed, Interrupted
 from tests.captures import captures_dir
 
 CAPTURES = captures_dir()
-
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason=f"captures not found at {CAPTURES}")
-
 
 def capture(number: int) -> dict[str, Any]:
     (path,) = CAPTURES.glob(f"{number:02d}_*.json")

@@ -24,6 +24,7 @@ from comfykube import crd as crd_module
 from comfykube.crd import HEADER, build_crd, render_crd_yaml
 from comfykube.errors import InvalidSpec
 from comfykube.types import (
+    MAX_OUTPUTS,
     MAX_SEED,
     Condition,
     ImageJobSpec,
@@ -120,8 +121,10 @@ def test_printer_columns() -> None:
         ("Phase", ".status.phase", 0),
         ("Progress", ".status.progressText", 0),
         ("Images", ".status.imageCount", 0),
+        ("Reason", ".status.reason", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Seed", ".status.seed", 1),
+        ("Model", ".status.model", 1),
         ("URL", ".status.url", 1),
         ("Prompt", ".spec.prompt", 1),
     ]
@@ -150,7 +153,10 @@ def test_schema_is_structural() -> None:
     assert SPEC_SCHEMA["required"] == ["prompt"]
     for where, node in _walk(SCHEMA):
         assert "title" not in node, where
-        assert "additionalProperties" not in node, where
+        # Only the open map of workflow parameters has additionalProperties (scalars, open).
+        assert "additionalProperties" not in node or where == ".spec.inputs", where
+    assert SPEC_SCHEMA["properties"]["inputs"]["additionalProperties"] == {"x-kubernetes-preserve-unknown-fields": True}
+    assert SPEC_SCHEMA["properties"]["graph"]["x-kubernetes-preserve-unknown-fields"] is True
 
 
 def test_types_and_formats() -> None:
@@ -160,7 +166,7 @@ def test_types_and_formats() -> None:
     assert props["cfg"]["type"] == "number"
     assert props["model"]["nullable"] is True and "default" not in props["model"]
     assert STATUS_SCHEMA["properties"]["phase"]["enum"] == [phase.value for phase in Phase]
-    assert STATUS_SCHEMA["properties"]["images"]["maxItems"] == 8
+    assert STATUS_SCHEMA["properties"]["images"]["maxItems"] == MAX_OUTPUTS
     assert STATUS_SCHEMA["properties"]["imageCount"]["type"] == "integer"
     assert STATUS_SCHEMA["properties"]["progressText"]["type"] == "string"
 
@@ -277,7 +283,11 @@ def test_example_specifics() -> None:
                 found |= present(sub, f"{where}.{name}")
         return found
 
-    assert keys(SPEC_SCHEMA, full) <= present(full), "imagejob-full.yaml must set every spec field"
+    # spec.inputs belongs to a workflow with parameters, spec.graph replaces the workflow:
+    # imagejob-lora.yaml and imagejob-graph.yaml show those.
+    assert keys(SPEC_SCHEMA, full) - {"spec.inputs", "spec.graph"} <= present(full), (
+        "imagejob-full.yaml must set every spec field"
+    )
 
 
 def _expectation(path: Path) -> str:
@@ -356,10 +366,10 @@ def test_status_rules() -> None:
     bad_time = cr_errors(CRD, _cr({"prompt": "x"}, status={"conditions": [{**cond, "lastTransitionTime": "now"}]}))
     assert any("must be of type date-time" in line for line in bad_time), bad_time
     too_many = {"key": "k", "bytes": 1, "sha256": "0" * 64, "contentType": "image/png"}
-    errors = cr_errors(CRD, _cr({"prompt": "x"}, status={"images": [too_many] * 9}))
-    assert errors == ["status.images: Too many: 9: must have at most 8 items"]
+    errors = cr_errors(CRD, _cr({"prompt": "x"}, status={"images": [too_many] * (MAX_OUTPUTS + 1)}))
+    assert errors == [f"status.images: Too many: {MAX_OUTPUTS + 1}: must have at most {MAX_OUTPUTS} items"]
     with pytest.raises(ValidationError):
-        ImageJobStatus.model_validate({"images": [too_many] * 9})
+        ImageJobStatus.model_validate({"images": [too_many] * (MAX_OUTPUTS + 1)})
     assert any("Unsupported value" in e for e in cr_errors(CRD, _cr({"prompt": "x"}, status={"phase": "Done"})))
 
 
@@ -401,6 +411,10 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     for arg in typing.get_args(annotation) or (annotation,):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
+        if typing.get_args(arg):  # list[Model] inside Optional
+            inner = _model_in(arg)
+            if inner is not None:
+                return inner
     return None
 
 
@@ -450,6 +464,8 @@ def _valid(node: dict[str, Any], bounds: dict[str, Any], model: type[BaseModel] 
         else:
             text = st.text(min_size=bounds.get("min_length", 0), max_size=min(longest, 60))
         return text.filter(lambda s: _encodable(s) and len(s) <= longest)
+    if kind == "array":
+        return st.lists(_valid(node["items"], {}, model), max_size=min(node.get("maxItems", 2), 2))
     assert model is not None
     return st.fixed_dictionaries(
         {},
@@ -468,7 +484,9 @@ def _edge_points(node: dict[str, Any], bounds: dict[str, Any]) -> list[float]:
 def _seed_char(node: dict[str, Any], bounds: dict[str, Any]) -> str:
     """A character that valid values of this field may consist of (repeated)."""
     pattern = bounds.get("pattern") or node.get("pattern")
-    return next(c for c in "a1A" if not pattern or any(re.fullmatch(pattern, c * n) for n in range(1, 30)))
+    # A URL-like pattern has no single repeated character; "a" keeps its near-misses meaningful.
+    found = (c for c in "a1A" if not pattern or any(re.fullmatch(pattern, c * n) for n in range(1, 30)))
+    return next(found, "a")
 
 
 def _edge_values(node: dict[str, Any], bounds: dict[str, Any]) -> list[Any]:
@@ -498,6 +516,10 @@ def _edgy(node: dict[str, Any], bounds: dict[str, Any], model: type[BaseModel] |
     if kind == "object":
         assert model is not None
         return _object_with_edges(node, model)
+    if kind == "array":
+        assert model is not None
+        item = st.one_of(_valid(node["items"], {}, model), _object_with_edges(node["items"], model))
+        return st.lists(item, min_size=1, max_size=node.get("maxItems", 2) + 1)
     edges = st.sampled_from(_edge_values(node, bounds))
     if kind == "integer":
         return st.one_of(edges, edges, st.integers())
@@ -534,19 +556,24 @@ def _object_with_edges(draw: st.DrawFn, node: dict[str, Any], model: type[BaseMo
     return value
 
 
+OPEN_MAPS = ("inputs", "graph")
+
 WRONG_TYPES = {
     "integer": st.sampled_from(["512", 512.5, True, [1], {"a": 1}]),
     "number": st.sampled_from(["7", True, [7.0]]),
     "string": st.sampled_from([7, 1.5, True, ["a"], {"a": "b"}]),
     "boolean": st.sampled_from(["true", 1, 0.0]),
     "object": st.sampled_from(["x", 1, ["x"]]),
+    "array": st.sampled_from(["x", 1, {"a": 1}]),
 }
 
 
 @st.composite
 def specs(draw: st.DrawFn, wrong_types: bool = False) -> dict[str, Any]:
     """A valid spec with 0-2 fields pushed to an edge (or, with wrong_types, given a wrong JSON type)."""
-    properties: dict[str, Any] = SPEC_SCHEMA["properties"]
+    # The open maps (spec.inputs, spec.graph) are typed by the operator against a
+    # workflow, not by the schema: test_open_maps covers them.
+    properties: dict[str, Any] = {k: v for k, v in SPEC_SCHEMA["properties"].items() if k not in OPEN_MAPS}
     spec: dict[str, Any] = {}
     for alias, node in properties.items():
         if alias == "prompt" or draw(st.booleans()):
@@ -575,6 +602,8 @@ def _leaves(node: dict[str, Any], model: type[BaseModel], where: tuple[str, ...]
     """(path, schema node, pydantic bounds) of every scalar spec field, nested ones included."""
     found = []
     for alias, sub in node["properties"].items():
+        if sub["type"] == "object" and "properties" not in sub:
+            continue  # open maps (spec.inputs, spec.graph): typed by the operator, tested on their own
         if sub["type"] == "object":
             inner = _field_model(model, alias)
             assert inner is not None
@@ -646,3 +675,54 @@ def test_strict_pydantic_and_crd_agree_on_types(spec: dict[str, Any]) -> None:
         py_ok, why = False, str(exc)
     event("accepted" if crd_ok else "refused")
     assert crd_ok == py_ok, f"CRD: {errors or 'accepts'} / pydantic: {why or 'accepts'} / spec: {spec!r}"
+
+
+def test_open_maps_keep_scalars_and_graphs_for_the_operator_to_type() -> None:
+    """spec.inputs and spec.graph are open: the server keeps them, bounded in size."""
+    inputs = {"denoise": 0.5, "steps2": 10, "lora": "ink wash.safetensors", "tiled": True}
+    stored = validate_cr(CRD, _cr({"prompt": "x", "inputs": inputs, "graph": {"1": {"class_type": "X", "inputs": {}}}}))
+    assert stored["spec"]["inputs"] == inputs and stored["spec"]["graph"]["1"]["class_type"] == "X"
+    too_many = {f"p{i}": i for i in range(65)}
+    assert any("spec.inputs" in e for e in cr_errors(CRD, _cr({"prompt": "x", "inputs": too_many})))
+    with pytest.raises(InvalidSpec, match="spec.inputs"):
+        parse_spec({"prompt": "x", "inputs": too_many})
+    # What the schema cannot refuse (a value that is not a scalar) the operator does.
+    assert cr_errors(CRD, _cr({"prompt": "x", "inputs": {"denoise": {"a": 1}}})) == []
+    with pytest.raises(InvalidSpec, match=r"spec\.inputs\.denoise"):
+        parse_spec({"prompt": "x", "inputs": {"denoise": {"a": 1}}})
+    assert cr_errors(CRD, _cr({"prompt": "x", "inputs": "denoise=1"}))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        {"name": "init"},
+        {"name": "init", "url": "https://example.com/a.png", "s3Key": "ns/a.png"},
+        {"name": "init", "s3Key": "ns/a.png", "fromJob": {"name": "fox"}},
+    ],
+)
+def test_an_input_image_needs_exactly_one_source_on_the_server_and_in_the_operator(image: dict[str, Any]) -> None:
+    errors = cr_errors(CRD, _cr({"prompt": "x", "images": [image]}))
+    assert any("exactly one of url, s3Key or fromJob" in line for line in errors), errors
+    with pytest.raises(InvalidSpec, match="exactly one of url, s3Key or fromJob"):
+        parse_spec({"prompt": "x", "images": [image]})
+
+
+def test_input_images_are_accepted_from_each_source_and_names_are_unique() -> None:
+    images = [
+        {"name": "init", "url": "https://example.com/a.png"},
+        {"name": "mask", "s3Key": "default/masks/m.png"},
+        {"name": "ref", "fromJob": {"name": "fox", "index": 1}},
+    ]
+    assert cr_errors(CRD, _cr({"prompt": "x", "images": images})) == []
+    assert [image.source for image in parse_spec({"prompt": "x", "images": images}).images or ()] == [
+        "url", "s3Key", "fromJob"
+    ]
+    twice = [images[0], {"name": "init", "s3Key": "default/b.png"}]
+    assert any("Duplicate value" in line for line in cr_errors(CRD, _cr({"prompt": "x", "images": twice})))
+    with pytest.raises(InvalidSpec, match="more than once: init"):
+        parse_spec({"prompt": "x", "images": twice})
+    for bad in ({"name": "init", "url": "ftp://example.com/a.png"}, {"name": "init", "s3Key": "/etc/passwd"}):
+        assert cr_errors(CRD, _cr({"prompt": "x", "images": [bad]})), bad
+        with pytest.raises(InvalidSpec):
+            parse_spec({"prompt": "x", "images": [bad]})

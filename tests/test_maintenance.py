@@ -15,12 +15,11 @@ import httpx
 import yaml
 from kubernetes_asyncio import client
 
-from comfykube.clock import Clock
+from comfykube.clock import Clock, rfc3339
 from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.scheduler import Scheduler
 from comfykube.kube import KubeApi
-from comfykube.pipeline import rfc3339
 from comfykube.settings import DEFAULT_WORKFLOWS_DIR
 from comfykube.storage import MinioStore
 from comfykube.workflows import WorkflowLibrary

@@ -8,6 +8,8 @@ nanio for S3, and kubectl for the user's side.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,7 +99,7 @@ def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
     assert cond["status"] == "True"
 
     table = cluster.kubectl("get", "ij", "-n", namespace).stdout
-    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "AGE"]
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "REASON", "AGE"]
     assert "Succeeded" in table
     wide = cluster.kubectl("get", "ij", "-n", namespace, "-o", "wide").stdout
     assert "SEED" in wide and "URL" in wide and "PROMPT" in wide and str(status["seed"]) in wide
@@ -109,6 +111,11 @@ def test_kubectl_apply_example_reaches_succeeded_with_a_working_url(
     wait_until(lambda: {"Queued", "Running", "Uploading", "Succeeded"} <= reasons(), timeout=10,
                what=f"events: {reasons()} {cluster.kubectl('get', 'events', '-A').stdout}")
     assert comfyui_process.stats()["submissions"][job["metadata"]["uid"]] == 1
+    assert status["model"] == "sd15-base.safetensors"  # the checkpoint actually used
+    # A presigned URL is a bearer credential: the log names the object key, never the URL.
+    logged = operator.log_path.read_text(encoding="utf-8")
+    assert image["key"] in logged
+    assert status["url"].split("?")[1] not in logged and "X-Amz-Signature" not in logged
 
 
 def test_invalid_spec_that_slipped_past_the_schema_fails_with_invalid_spec(
@@ -278,3 +285,24 @@ def test_deleting_a_job_while_comfyui_is_gone_releases_the_finalizer_with_a_warn
         return any(e["reason"] == "CancelFailed" and e["type"] == "Warning" for e in events)
 
     wait_until(warned, timeout=10, what="a CancelFailed warning event")
+
+
+def test_download_dirs_a_killed_operator_left_are_swept_at_start(
+    cluster: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str, namespace: str, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = temp / f"comfykube-{gone.pid}-half"  # what a SIGKILL mid-download leaves
+    stale.mkdir()
+    (stale / "comfy-1.part").write_bytes(b"\0" * 1024)
+    kept = temp / "comfykube-something-else"
+    kept.mkdir()
+    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket,
+                       extra={"TMPDIR": str(temp)})
+    proc = OperatorProcess(env, namespace, tmp_path / "operator.log").start()
+    try:
+        assert not stale.exists() and kept.is_dir()
+    finally:
+        proc.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from typing import Any
@@ -96,7 +97,8 @@ async def test_batch_of_two_stores_two_images(pipeline: Pipeline, store: MinioSt
     job = new_job("batch")
     status = await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1, batch_size=2), job)
     assert [i.key.rsplit("/", 1)[1] for i in status.images] == ["0.png", "1.png"]
-    assert len({i.sha256 for i in status.images}) >= 1
+    # Two pictures of one batch (the stand-in draws each in its own seed colour), not one stored twice.
+    assert len({i.sha256 for i in status.images}) == 2
     assert len(await stored_keys(store, job)) == 2
 
 
@@ -107,6 +109,19 @@ async def test_zero_byte_image_fails_and_stores_nothing(
     job = new_job("empty")
     with pytest.raises(DownloadFailed, match="empty|0 bytes"):
         await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1), job)
+    assert await stored_keys(store, job) == []
+
+
+async def test_a_batch_whose_second_image_fails_leaves_no_file_behind(
+    comfyui: Any, store: MinioStore, tmp_path: Any
+) -> None:
+    async with ComfyClient(comfyui.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, poll_interval=0.2, tmp_dir=tmp_path)
+        job = new_job("half-batch")
+        comfyui.configure(image_mode="truncated")
+        with pytest.raises(DownloadFailed):
+            await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1, batch_size=2), job)
+    assert list(tmp_path.iterdir()) == []  # every download directory and file is gone
     assert await stored_keys(store, job) == []
 
 
@@ -138,9 +153,13 @@ async def test_missing_checkpoint_names_the_installed_ones(pipeline: Pipeline, c
 
 
 async def test_execution_error_fails_with_the_node_message(pipeline: Pipeline, comfyui: Any) -> None:
-    comfyui.configure(fail_next_prompt=True)
-    with pytest.raises(ExecutionFailed):
+    comfyui.configure(fail_next_prompt=True, fail_message="CUDA out of memory on device 0")
+    with pytest.raises(ExecutionFailed) as info:
         await pipeline.run(ImageJobSpec(prompt="p", width=64, height=64, steps=1), new_job())
+    # Which node failed, with what: the node's own words, without a traceback.
+    assert re.search(r"node \d+ \(KSampler\) failed: torch.OutOfMemoryError: CUDA out of memory on device 0",
+                     info.value.message), info.value.message
+    assert "Traceback" not in info.value.message
 
 
 async def test_resume_attaches_to_the_running_prompt_instead_of_submitting_again(

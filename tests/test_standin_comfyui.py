@@ -1,4 +1,4 @@
-"""The ComfyUI stand-in answers like the recorded ComfyUI 0.3.64 (captures in /work/shared)."""
+"""The ComfyUI stand-in answers like the recorded ComfyUI 0.3.64 (captures in tests/data/comfyui)."""
 
 from __future__ import annotations
 

@@ -39,6 +39,7 @@ IJ = f"/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
 MERGE = "application/merge-patch+json"
 STATUS = {
     "phase": "Running",
+    "reason": "Sampling",
     "progress": {"value": 3, "max": 20},
     "progressText": "3/20",
     "seed": 42,
@@ -484,11 +485,11 @@ async def test_tables_for_kubectl(kube: tuple[FakeKube, aiohttp.ClientSession]) 
     _, table = await call(s, "GET", IJ, accept=accept)
     assert table["kind"] == "Table"
     names = [c["name"] for c in table["columnDefinitions"]]
-    assert names == ["Name", "Phase", "Progress", "Images", "Age", "Seed", "URL", "Prompt"]
+    assert names == ["Name", "Phase", "Progress", "Images", "Reason", "Age", "Seed", "URL", "Prompt"]
     assert [c["priority"] for c in table["columnDefinitions"]][-3:] == [1, 1, 1]
     cells = table["rows"][0]["cells"]
-    assert cells[:4] == ["t1", "Running", 3, 1] and cells[4].endswith("s")
-    assert cells[5:] == [42, "http://images.test/0.png", "a red fox"]
+    assert cells[:5] == ["t1", "Running", 3, 1, "Sampling"] and cells[5].endswith("s")
+    assert cells[6:] == [42, "http://images.test/0.png", "a red fox"]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     _, single = await call(s, "GET", f"{IJ}/t1", accept=accept)
     assert single["rows"][0]["cells"][0] == "t1"

@@ -129,7 +129,7 @@ class Actions:
 
     async def fresh_link(self, interaction: discord.Interaction[Any], job: JobInfo | None) -> None:
         """New presigned URLs for the job's images (ephemeral)."""
-        if job is None or job.phase is not Phase.SUCCEEDED or not job.status.get("images"):
+        if job is None or job.phase is not Phase.SUCCEEDED or not job.status.images:
             await reply(interaction, "There is no stored image for this job (any more).")
             self._count("button", "link", "missing")
             return
@@ -138,8 +138,8 @@ class Actions:
         lines: list[str] = []
         expires_at: dt.datetime | None = None
         try:
-            for index, image in enumerate(job.status.get("images") or []):
-                url, expires_at = await store.presign(str(image.get("key")), expiry)
+            for index, image in enumerate(job.status.images):
+                url, expires_at = await store.presign(image.key, expiry)
                 lines.append(f"[Image {index + 1}]({url})")
         except (JobError, ValueError) as exc:
             log.warning("[%s] presigning failed: %s", job.key, exc)

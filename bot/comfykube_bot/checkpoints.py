@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from comfykube.comfyui.client import ComfyClient
 from comfykube.errors import JobError
@@ -33,7 +32,6 @@ class CheckpointCache:
         self.refresh_seconds = refresh_seconds
         self.timeout = timeout
         self.names: list[str] = []
-        self.refreshed_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -53,7 +51,6 @@ class CheckpointCache:
                     await client.aclose()
             if answered:
                 self.names = sorted(found, key=str.lower)
-                self.refreshed_at = time.monotonic()
             return answered
 
     async def _loop(self) -> None:

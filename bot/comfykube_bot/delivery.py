@@ -31,10 +31,19 @@ from typing import TYPE_CHECKING, Any
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from comfykube.errors import JobError
 from comfykube.types import Phase
 from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, prepare_images
 from comfykube_bot.jobs import JobInfo
-from comfykube_bot.render import MessagePayload, final_marker, render_deleted, render_final, render_progress
+from comfykube_bot.policy import Caller, Refusal
+from comfykube_bot.render import (
+    MessagePayload,
+    final_marker,
+    render_deleted,
+    render_final,
+    render_progress,
+    render_withheld,
+)
 from comfykube_bot.updater import Outcome, Target
 
 if TYPE_CHECKING:
@@ -67,8 +76,7 @@ class Deliverer:
         """Where the job message is (None for jobs without one)."""
         if job.message_id is None or job.channel_id is None:
             return None
-        guild = job.labels.get("comfykube.dev/guild")
-        return Target(job.channel_id, job.message_id, int(guild) if guild and guild.isdigit() else None)
+        return Target(job.channel_id, job.message_id, job.guild_id)
 
     def mark_cancelled_by_owner(self, job: JobInfo) -> None:
         """The owner cancelled: the DELETED event must not overwrite the "cancelled" text."""
@@ -155,9 +163,8 @@ class Deliverer:
     def upload_limit(self, job: JobInfo) -> int:
         """The smaller of what the interaction allowed and what the guild allows."""
         limits = [job.upload_limit] if job.upload_limit else []
-        guild_id = job.labels.get("comfykube.dev/guild")
-        if guild_id and guild_id.isdigit():
-            guild = self.bot.get_guild(int(guild_id))
+        if job.guild_id is not None:
+            guild = self.bot.get_guild(job.guild_id)
             if guild is not None:
                 limits.append(guild.filesize_limit)
         return min(limits) if limits else DEFAULT_UPLOAD_LIMIT
@@ -169,9 +176,67 @@ class Deliverer:
         prepared = await prepare_images(job, self.bot.image_source, limit)
         return render_final(job, prepared.files, note=prepared.note)
 
+    def effective_model(self, job: JobInfo) -> str | None:
+        """The checkpoint the job ran with: status.model, else the spec's, else the workflow's default."""
+        if job.model_used:
+            return job.model_used
+        try:
+            return self.bot.workflows.get(job.spec.workflow).default("model")
+        except JobError:
+            return None
+
+    async def channel_facts(self, channel_id: int) -> tuple[int | None, bool] | None:
+        """(guild id, marked NSFW) of a channel, from the cache or Discord; None when the bot cannot see it."""
+        channel: Any = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except (discord.NotFound, discord.Forbidden):
+                return None
+        guild = getattr(channel, "guild", None)
+        is_nsfw = getattr(channel, "is_nsfw", None)
+        return (guild.id if guild is not None else None), bool(is_nsfw()) if callable(is_nsfw) else False
+
+    async def admission(self, job: JobInfo) -> Refusal | None:
+        """The rules a result must pass before it is shown (see docs/bot.md).
+
+        A kubectl job (no bot signature) is posted only where `/imagine` could have been used,
+        under the deny-list and the NSFW rule. A bot job is checked again against the model the
+        operator actually used: a fallback checkpoint may be NSFW where the default was not.
+        """
+        if job.phase is not Phase.SUCCEEDED and job.created_by_bot:
+            return None  # a failure text shows no picture
+        channel_id = job.channel_id
+        if channel_id is None:
+            return None
+        facts = await self.channel_facts(channel_id)
+        if job.from_notify:
+            if facts is None:
+                return Refusal("NotifyChannelUnknown", f"the bot cannot see channel {channel_id}")
+            guild_id, nsfw = facts
+            return self.bot.policy.check_notify(
+                guild_id=guild_id, channel_id=channel_id, channel_nsfw=nsfw,
+                prompt=job.spec.prompt, model=self.effective_model(job),
+            )
+        nsfw = facts[1] if facts is not None else False
+        caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
+        return self.bot.policy.check_model(self.effective_model(job), caller)
+
     async def _show(self, job: JobInfo) -> None:
+        refusal = await self.admission(job)
+        if refusal is not None and job.from_notify:
+            log.warning("[%s] not posting to channel %s: %s (%s)", job.key, job.channel_id, refusal.reason,
+                        refusal.message)
+            await self.bot.jobs.record_delivery(job, None, refused=refusal.reason)
+            self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
+            self._delivered(job.key, None)
+            return
         limit = self.upload_limit(job)
-        payload = await self.final_payload(job, limit)
+        if refusal is not None:
+            log.info("[%s] result withheld from channel %s: %s", job.key, job.channel_id, refusal.reason)
+            payload = render_withheld(job, refusal.message)
+        else:
+            payload = await self.final_payload(job, limit)
         target = self.target(job)
         message_id: int | None = None
         outcome = Outcome.GONE
@@ -190,10 +255,7 @@ class Deliverer:
             # No job message (kubectl job with notify), or it was deleted: post a new one.
             channel_id = job.channel_id
             if channel_id is not None:
-                guild = job.labels.get("comfykube.dev/guild")
-                outcome, message_id = await self.bot.updater.post(
-                    channel_id, payload, guild_id=int(guild) if guild and guild.isdigit() else None
-                )
+                outcome, message_id = await self.bot.updater.post(channel_id, payload, guild_id=job.guild_id)
                 for _ in range(4):
                     if outcome is not Outcome.TOO_LARGE or not payload.files:
                         break

@@ -21,7 +21,7 @@ import logging
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import urllib3
 from minio import Minio
@@ -127,24 +127,23 @@ class PreparedImages:
 
 async def prepare_images(job: JobInfo, source: ImageSource, limit: int) -> PreparedImages:
     """Fetch every stored image of the job and fit each one under `limit` bytes."""
-    images: list[dict[str, Any]] = [i for i in (job.status.get("images") or []) if isinstance(i, dict)]
+    images = job.status.images
     files: list[FileSpec] = []
     previews = 0
     missing = 0
     for index, image in enumerate(images[:10]):  # Discord: at most 10 attachments per message
-        key = str(image.get("key") or "")
+        key = image.key
         try:
             data = await source.fetch(key)
         except (OSError, ValueError) as exc:
             log.warning("[%s] could not read image %s: %s", job.key, key, exc)
             missing += 1
             continue
-        expected = image.get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
+        if hashlib.sha256(data).hexdigest() != image.sha256:
             log.warning("[%s] image %s does not match its recorded sha256; not attaching it", job.key, key)
             missing += 1
             continue
-        ext = _EXT.get(str(image.get("contentType") or ""), Path(key).suffix.lstrip(".") or "png")
+        ext = _EXT.get(image.content_type, Path(key).suffix.lstrip(".") or "png")
         name = f"{job.name}-{index}.{ext}"
         if len(data) <= limit:
             files.append(FileSpec(name, data, spoiler=job.spoiler))

@@ -25,6 +25,7 @@ from typing import Any
 import discord
 from pydantic import ValidationError
 
+from comfykube import logsafe
 from comfykube.kube import KubeApi
 from comfykube.settings import Settings
 from comfykube.workflows import WorkflowLibrary
@@ -38,6 +39,7 @@ from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
 from comfykube_bot.policy import Policy
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
 from comfykube_bot.views import JobButton
@@ -77,7 +79,11 @@ class ComfyBot(discord.Client):
         self._kube = kube
         self._owns_kube = kube is None
         # Without an injected client, setup_hook connects (that needs the running event loop).
-        self._jobs: JobStore | None = JobStore(kube, settings.bot_namespace) if kube is not None else None
+        signing_key = settings.bot_signing_key.get_secret_value() if settings.bot_signing_key else None
+        self.signer = Signer.from_secrets(signing_key, settings.discord_token.get_secret_value())
+        self._jobs: JobStore | None = (
+            JobStore(kube, settings.bot_namespace, signer=self.signer) if kube is not None else None
+        )
         # Identifies this process in delivery claims: a claim with another holder is a leftover.
         self.holder = holder or f"{os.uname().nodename[:40]}-{uuid.uuid4().hex[:8]}"
         self.tree = ComfyTree(self)
@@ -102,7 +108,7 @@ class ComfyBot(discord.Client):
         """Buttons, commands, sync, background tasks (runs once, before the gateway connects)."""
         if self._kube is None:
             self._kube = await KubeApi.connect()
-            self._jobs = JobStore(self._kube, self.settings.bot_namespace)
+            self._jobs = JobStore(self._kube, self.settings.bot_namespace, signer=self.signer)
         self.submitter = Submitter(self)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
@@ -244,6 +250,7 @@ def run_bot(health_port: int = 8081, metrics_port: int = 9091) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logsafe.install()  # no presigned URL in any log line (discord.py's debug lines carry link buttons)
     try:
         settings = BotSettings()  # type: ignore[call-arg]  # values come from the environment
         core = Settings()

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from comfykube_bot.markdown import code, escape, fold
 from comfykube_bot.settings import BotSettings
 
 
@@ -113,11 +114,14 @@ class Policy:
 
     def check_prompt(self, prompt: str) -> Refusal | None:
         """The deny-list: a clear refusal naming the term, never silent stripping."""
+        # Matched as people read it: full-width or styled letters and zero-width characters
+        # must not walk around a pattern.
+        folded = fold(prompt)
         for pattern in self.deny:
-            match = pattern.search(prompt)
+            match = pattern.search(folded)
             if match is not None:
                 term = match.group(0).strip() or pattern.pattern
-                return Refusal("PromptDenied", f"I can't draw that: “{term[:60]}” is not allowed here.")
+                return Refusal("PromptDenied", f"I can't draw that: “{escape(term[:60])}” is not allowed here.")
         return None
 
     def is_nsfw_model(self, model: str | None) -> bool:
@@ -132,9 +136,26 @@ class Policy:
         """NSFW-capable models only where the channel is marked NSFW (age-restricted)."""
         if self.is_nsfw_model(model) and not caller.channel_nsfw:
             return Refusal(
-                "NsfwModel", f"The model `{model}` may only be used in channels marked NSFW (age-restricted)."
+                "NsfwModel", f"The model {code(model or '')} may only be used in channels marked NSFW (age-restricted)."
             )
         return None
+
+    def check_notify(
+        self, *, guild_id: int | None, channel_id: int, channel_nsfw: bool, prompt: str, model: str | None
+    ) -> Refusal | None:
+        """The rules for a job made outside the chat that asks for a post (`spec.notify.discord`).
+
+        The same guild and channel allow-lists, deny-list and NSFW rule as `/imagine`; the role
+        list does not apply (nobody in Discord asked). Only guild channels: kubectl cannot DM people.
+        """
+        if guild_id is None:
+            return Refusal("NotifyNotAGuildChannel", f"channel {channel_id} is not a server channel")
+        if self.allowed_guilds and guild_id not in self.allowed_guilds:
+            return Refusal("GuildNotAllowed", f"the bot is not enabled in server {guild_id}")
+        if self.allowed_channels and channel_id not in self.allowed_channels:
+            return Refusal("ChannelNotAllowed", f"the bot does not post in channel {channel_id}")
+        caller = Caller(user_id=0, guild_id=guild_id, channel_id=channel_id, channel_nsfw=channel_nsfw)
+        return self.check_prompt(prompt) or self.check_model(model, caller)
 
     def visible_models(self, models: Iterable[str], caller: Caller) -> list[str]:
         """Models to suggest in autocomplete here: NSFW ones only in NSFW channels."""

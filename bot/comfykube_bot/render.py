@@ -18,15 +18,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from comfykube.types import Phase
+from comfykube.types import ImageJobSpec, Phase
 from comfykube_bot.jobs import JobInfo, parse_time
+from comfykube_bot.markdown import code, escape
 
 #: Discord's limits that shape the payloads.
 MAX_CONTENT = 2000
 MAX_CUSTOM_ID = 100
 MAX_BUTTON_URL = 512
 MAX_LABEL = 80
-MAX_DESCRIPTION = 4096
 MAX_FIELD = 1024
 
 CUSTOM_ID_PREFIX = "ij"
@@ -142,8 +142,8 @@ def truncate(text: str, limit: int) -> str:
 
 def time_taken(job: JobInfo) -> float | None:
     """Seconds from start (or creation) to completion, when both are known."""
-    end = parse_time(job.status.get("completionTime"))
-    start = parse_time(job.status.get("startTime")) or job.created_at
+    end = parse_time(job.status.completion_time)
+    start = parse_time(job.status.start_time) or job.created_at
     if end is None or start is None:
         return None
     return max(0.0, (end - start).total_seconds())
@@ -151,10 +151,10 @@ def time_taken(job: JobInfo) -> float | None:
 
 def first_link(job: JobInfo) -> tuple[str | None, dt.datetime | None]:
     """The presigned URL of the first image and when it expires."""
-    images = job.status.get("images") or []
-    first = images[0] if images and isinstance(images[0], dict) else {}
-    url = first.get("url") or job.status.get("url")
-    return url, parse_time(first.get("urlExpiresAt"))
+    images = job.status.images
+    if images:
+        return images[0].url or job.status.url, parse_time(images[0].url_expires_at)
+    return job.status.url, None
 
 
 def link_label(expires_at: dt.datetime | None) -> str:
@@ -174,13 +174,13 @@ def status_line(job: JobInfo) -> str:
     if phase is Phase.PENDING:
         return "⏳ **Waiting for a renderer…**"
     if phase is Phase.QUEUED:
-        ahead = status.get("queuePosition")
-        if isinstance(ahead, int):
+        ahead = status.queue_position
+        if ahead is not None:
             return f"⏳ **Queued** · position {ahead + 1}" + (f" ({ahead} ahead)" if ahead else " (next up)")
         return "⏳ **Queued**"
     if phase is Phase.RUNNING:
-        progress = status.get("progress") or {}
-        value, maximum = int(progress.get("value") or 0), int(progress.get("max") or 0)
+        progress = status.progress
+        value, maximum = (progress.value, progress.max) if progress is not None else (0, 0)
         if maximum <= 0:
             return "🎨 **Rendering** · loading the model…"
         percent = round(100 * min(value, maximum) / maximum)
@@ -192,37 +192,36 @@ def status_line(job: JobInfo) -> str:
         return "✅ **Done**" + (f" in {format_duration(took)}" if took is not None else "")
     if phase is Phase.FAILED:
         return f"❌ **Failed** — {failure_text(job)}"
-    return "✖ **Cancelled**" + (f" — {truncate(str(status['message']), 300)}" if status.get("message") else "")
+    return "✖ **Cancelled**" + (f" — {escape(truncate(status.message, 300))}" if status.message else "")
 
 
 def failure_text(job: JobInfo) -> str:
-    """A short reason for a failed job, from status.reason/message (never a traceback)."""
-    reason = str(job.status.get("reason") or "Failed")
-    message = str(job.status.get("message") or "").strip()
+    """A short reason for a failed job, from status.reason/message (never a traceback), escaped."""
+    reason = job.status.reason or "Failed"
+    message = (job.status.message or "").strip()
     # The operator's message is written for people; keep only its first line, bounded.
     message = message.splitlines()[0] if message else ""
-    return truncate(f"{reason}: {message}" if message else reason, 600)
+    return escape(truncate(f"{reason}: {message}" if message else reason, 600))
 
 
 def job_embed(job: JobInfo, *, final: bool, note: str | None = None) -> dict[str, Any]:
-    """The embed: prompt, parameters, and for finished jobs the time taken."""
+    """The embed: prompt, parameters, and for finished jobs the time taken. User text is escaped."""
     spec, status = job.spec, job.status
-    seed = status.get("seed", spec.get("seed"))
+    seed = status.seed if status.seed is not None else spec.seed
+    model = job.model_used
     fields: list[dict[str, Any]] = [
         {"name": "Seed", "value": f"`{seed}`" if seed is not None else "random", "inline": True},
-        {"name": "Model", "value": truncate(f"`{spec['model']}`" if spec.get("model") else "default", 200),
-         "inline": True},
-        {"name": "Size", "value": f"{spec.get('width', 512)}×{spec.get('height', 512)}", "inline": True},
-        {"name": "Steps", "value": str(spec.get("steps", 20)), "inline": True},
-        {"name": "CFG", "value": f"{spec.get('cfg', 7.0):g}", "inline": True},
+        {"name": "Model", "value": code(truncate(model, 190)) if model else "default", "inline": True},
+        {"name": "Size", "value": f"{spec.width}×{spec.height}", "inline": True},
+        {"name": "Steps", "value": str(spec.steps), "inline": True},
+        {"name": "CFG", "value": f"{spec.cfg:g}", "inline": True},
     ]
-    count = int(spec.get("batchSize") or 1)
-    if count > 1:
-        fields.append({"name": "Images", "value": str(count), "inline": True})
-    if spec.get("workflow") and spec.get("workflow") != "t2i_basic":
-        fields.append({"name": "Workflow", "value": f"`{spec['workflow']}`", "inline": True})
-    if spec.get("negativePrompt"):
-        fields.append({"name": "Negative", "value": truncate(str(spec["negativePrompt"]), 300), "inline": False})
+    if spec.batch_size > 1:
+        fields.append({"name": "Images", "value": str(spec.batch_size), "inline": True})
+    if spec.workflow != ImageJobSpec.model_fields["workflow"].default:
+        fields.append({"name": "Workflow", "value": code(spec.workflow), "inline": True})
+    if spec.negative_prompt:
+        fields.append({"name": "Negative", "value": escape(truncate(spec.negative_prompt, 300)), "inline": False})
     took = time_taken(job) if final else None
     if took is not None:
         fields.append({"name": "Time taken", "value": format_duration(took), "inline": True})
@@ -235,7 +234,7 @@ def job_embed(job: JobInfo, *, final: bool, note: str | None = None) -> dict[str
     footer = f"{job.key} · {job.phase.value}" if final else job.key
     return {
         "type": "rich",
-        "description": truncate(str(spec.get("prompt", "")), 1500),
+        "description": escape(truncate(spec.prompt, 1500)),
         "color": PHASE_COLORS.get(job.phase, 0x95A5A6),
         "fields": fields,
         "footer": {"text": truncate(footer, 2048)},
@@ -302,6 +301,23 @@ def render_final(
     )
 
 
+def render_withheld(job: JobInfo, why: str) -> MessagePayload:
+    """The final message of a job whose picture may not be shown in its channel (no image, no link)."""
+    requester = job.requester
+    head = f"⚠️ **Not shown here** — {why}"
+    # No link and no "Fresh link": the picture must not be reachable from here either.
+    every = job_buttons(job, final=True, link=(None, None))
+    buttons = [b for b in every if b.custom_id and ":link:" not in b.custom_id]
+    return MessagePayload(
+        content=truncate(f"<@{requester}> {head}" if requester else head, MAX_CONTENT),
+        embeds=(job_embed(job, final=True),),
+        buttons=tuple(buttons),
+        files=(),
+        final=True,
+        mention_user=requester,
+    )
+
+
 def render_deleted(job: JobInfo, *, by_owner: bool = False) -> MessagePayload:
     """The job message after the job was deleted before it finished (Cancel, or kubectl delete)."""
     text = "✖ **Cancelled** by its owner." if by_owner else "🗑️ **Deleted** before it finished."
@@ -330,13 +346,12 @@ def job_list_line(job: JobInfo, guild_id: int | None) -> str:
         Phase.CANCELLED: "✖",
     }[job.phase]
     parts = [f"`{job.name}` {icon} {job.phase.value}"]
-    if job.phase is Phase.RUNNING:
-        progress = job.status.get("progress") or {}
-        if progress.get("max"):
-            parts[0] += f" {progress.get('value', 0)}/{progress['max']}"
+    progress = job.status.progress
+    if job.phase is Phase.RUNNING and progress is not None and progress.max:
+        parts[0] += f" {progress.value}/{progress.max}"
     if job.deleting:
         parts[0] += " (deleting)"
-    parts.append(truncate(str(job.spec.get("prompt", "")).replace("\n", " "), 60))
+    parts.append(escape(truncate(job.spec.prompt.replace("\n", " "), 60)))
     jump = jump_url(guild_id, job.channel_id, job.message_id)
     if jump:
         parts.append(f"[message]({jump})")
@@ -373,11 +388,11 @@ def render_queue(jobs: list[JobInfo], *, cap: int) -> str:
     for index, job in enumerate(running + waiting, start=1):
         who = f"<@{job.requester}>" if job.requester else "kubectl"
         state = job.phase.value
-        if job.phase is Phase.RUNNING:
-            progress = job.status.get("progress") or {}
-            if progress.get("max"):
-                state += f" {progress.get('value', 0)}/{progress['max']}"
-        line = f"{index}. `{job.name}` {state} · {who} · {truncate(str(job.spec.get('prompt', '')), 50)}"
+        progress = job.status.progress
+        if job.phase is Phase.RUNNING and progress is not None and progress.max:
+            state += f" {progress.value}/{progress.max}"
+        prompt = escape(truncate(job.spec.prompt.replace("\n", " "), 50))
+        line = f"{index}. `{job.name}` {state} · {who} · {prompt}"
         if sum(len(x) + 1 for x in lines) + len(line) > MAX_CONTENT - 40:
             lines.append(f"…and {len(jobs) - index + 1} more")
             break
@@ -403,5 +418,6 @@ __all__ = [
     "render_job_list",
     "render_progress",
     "render_queue",
+    "render_withheld",
     "status_line",
 ]

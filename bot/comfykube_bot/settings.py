@@ -59,6 +59,10 @@ class BotSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     discord_token: SecretStr = Field(description="Bot token (from a Secret); never logged.")
+    bot_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the HMAC over the labels and annotations the bot writes; unset: derived from the token.",
+    )
     discord_api_base: str | None = Field(
         default=None, description="REST base URL override (tests: the fake Discord), e.g. http://127.0.0.1:P/api/v10."
     )

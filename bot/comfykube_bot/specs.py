@@ -20,8 +20,23 @@ from typing import Any
 import annotated_types
 from pydantic import ValidationError
 
-from comfykube.types import API_GROUP, MAX_SEED, ImageJobSpec
+from comfykube.names import (
+    ANN_CHANNEL,
+    ANN_INTERACTION,
+    ANN_MESSAGE,
+    ANN_REROLL_OF,
+    ANN_SIGNATURE,
+    ANN_SPOILER,
+    ANN_UPLOAD_LIMIT,
+    LABEL_CHANNEL,
+    LABEL_GUILD,
+    LABEL_MANAGED_BY,
+    LABEL_REQUESTER,
+    MANAGED_BY_BOT,
+)
+from comfykube.types import MAX_SEED, ImageJobSpec
 from comfykube_bot.flags import parse_ratio
+from comfykube_bot.signing import Signer
 
 #: Aspect choices offered by /imagine (≤ 25: Discord's limit for static choices).
 ASPECTS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"]
@@ -29,21 +44,6 @@ ASPECTS = ["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9", "9:21"]
 MAX_ASPECT = 4.0
 #: Largest integer a Discord INTEGER option can carry (2^53 - 1); inline --seed goes up to MAX_SEED.
 DISCORD_MAX_INT = 2**53 - 1
-
-# Label and annotation keys (comfykube.dev/*). Labels are for selectors (fair share, /jobs);
-# annotations carry where the job's message is and whether its result was delivered.
-LABEL_REQUESTER = f"{API_GROUP}/requester"
-LABEL_GUILD = f"{API_GROUP}/guild"
-LABEL_CHANNEL = f"{API_GROUP}/channel"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "comfykube-bot"
-ANN_CHANNEL = f"{API_GROUP}/discord-channel"
-ANN_MESSAGE = f"{API_GROUP}/discord-message"
-ANN_DELIVERED = f"{API_GROUP}/discord-delivered"
-ANN_UPLOAD_LIMIT = f"{API_GROUP}/discord-upload-limit"
-ANN_SPOILER = f"{API_GROUP}/discord-spoiler"
-ANN_INTERACTION = f"{API_GROUP}/discord-interaction"
-ANN_REROLL_OF = f"{API_GROUP}/reroll-of"
 
 #: Slash-command option → spec field (camelCase, as on the wire).
 OPTION_TO_FIELD = {
@@ -241,9 +241,9 @@ def new_seed() -> int:
     return secrets.randbelow(min(MAX_SEED, DISCORD_MAX_INT) + 1)
 
 
-def reroll_spec(spec: dict[str, Any]) -> ImageJobSpec:
+def reroll_spec(spec: ImageJobSpec) -> ImageJobSpec:
     """The same spec with a new seed; fields only the original job needed (notify) are dropped."""
-    data = {k: v for k, v in spec.items() if k not in ("notify",)}
+    data = {k: v for k, v in spec.wire().items() if k not in ("notify",)}
     data["seed"] = new_seed()
     try:
         return ImageJobSpec.model_validate(data)
@@ -270,13 +270,15 @@ def job_name(interaction_id: int) -> str:
     return f"ij-{interaction_id}"
 
 
-def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, Any]:
-    """The ImageJob body (metadata + spec) the bot creates."""
+def build_manifest(
+    spec: ImageJobSpec, name: str, origin: Origin, *, namespace: str = "default", signer: Signer | None = None
+) -> dict[str, Any]:
+    """The ImageJob body (metadata + spec) the bot creates, signed when a signer is given."""
     labels = {
         LABEL_REQUESTER: str(origin.user_id),
         LABEL_GUILD: str(origin.guild_id) if origin.guild_id else "dm",
         LABEL_CHANNEL: str(origin.channel_id),
-        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_MANAGED_BY: MANAGED_BY_BOT,
     }
     annotations = {ANN_CHANNEL: str(origin.channel_id)}
     if origin.message_id is not None:
@@ -289,24 +291,14 @@ def build_manifest(spec: ImageJobSpec, name: str, origin: Origin) -> dict[str, A
         annotations[ANN_SPOILER] = "true"
     if origin.reroll_of:
         annotations[ANN_REROLL_OF] = origin.reroll_of
+    if signer is not None:
+        annotations[ANN_SIGNATURE] = signer.sign(namespace, name, labels, annotations)
     return {"metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec.wire()}
 
 
 __all__ = [
-    "ANN_CHANNEL",
-    "ANN_DELIVERED",
-    "ANN_INTERACTION",
-    "ANN_MESSAGE",
-    "ANN_REROLL_OF",
-    "ANN_SPOILER",
-    "ANN_UPLOAD_LIMIT",
     "ASPECTS",
     "DISCORD_MAX_INT",
-    "LABEL_CHANNEL",
-    "LABEL_GUILD",
-    "LABEL_MANAGED_BY",
-    "LABEL_REQUESTER",
-    "MANAGED_BY",
     "ImagineOptions",
     "OptionError",
     "Origin",

@@ -33,18 +33,21 @@ import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.errors import JobError
-from comfykube.types import ImageJobSpec
-from comfykube.workflows import WorkflowLibrary
-from comfykube_bot.flags import FlagError, parse_inline_flags
-from comfykube_bot.jobs import JobInfo, JobStore
-from comfykube_bot.policy import Caller, Policy, Refusal
-from comfykube_bot.render import render_progress, truncate
-from comfykube_bot.specs import (
+from comfykube.names import (
     LABEL_CHANNEL,
     LABEL_GUILD,
     LABEL_MANAGED_BY,
     LABEL_REQUESTER,
-    MANAGED_BY,
+    MANAGED_BY_BOT,
+)
+from comfykube.types import ImageJobSpec
+from comfykube.workflows import WorkflowLibrary
+from comfykube_bot.flags import FlagError, parse_inline_flags
+from comfykube_bot.jobs import JobInfo, JobStore
+from comfykube_bot.markdown import code
+from comfykube_bot.policy import Caller, Policy, Refusal
+from comfykube_bot.render import render_progress, truncate
+from comfykube_bot.specs import (
     ImagineOptions,
     OptionError,
     Origin,
@@ -175,10 +178,9 @@ class Submitter:
         if spec.model:
             offered = await self.bot.checkpoints.check(spec.model)
             if offered is not None:
-                shown = ", ".join(f"`{m}`" for m in self.policy.visible_models(offered, caller)[:15]) or "none"
-                return Refusal(
-                    "UnknownModel", f"⚠️ `model`: `{spec.model}` is not installed on the renderer. Available: {shown}"
-                )
+                shown = ", ".join(code(m) for m in self.policy.visible_models(offered, caller)[:15]) or "none"
+                text = f"⚠️ `model`: {code(spec.model)} is not installed on the renderer. Available: {shown}"
+                return Refusal("UnknownModel", text)
         return None
 
     def _seconds_since_last(self, user_id: int, user_jobs: list[JobInfo]) -> float | None:
@@ -247,13 +249,12 @@ class Submitter:
             name=name,
             uid="",
             resource_version=None,
-            spec=spec.wire(),
-            status={},
+            spec=spec,
             labels={
                 LABEL_REQUESTER: str(caller.user_id),
                 LABEL_GUILD: str(caller.guild_id or "dm"),
                 LABEL_CHANNEL: str(caller.channel_id),
-                LABEL_MANAGED_BY: MANAGED_BY,
+                LABEL_MANAGED_BY: MANAGED_BY_BOT,
             },
         )
         try:
@@ -281,7 +282,8 @@ class Submitter:
             reroll_of=reroll_of,
         )
         try:
-            job = await self.jobs.create(build_manifest(spec, name, origin))
+            manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.bot.signer)
+            job = await self.jobs.create(manifest)
         except (ApiException, OSError, TimeoutError) as exc:
             detail = exc.reason if isinstance(exc, ApiException) else type(exc).__name__
             log.error("creating ImageJob %s/%s failed: %s", namespace, name, exc)

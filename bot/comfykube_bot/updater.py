@@ -114,11 +114,6 @@ class Throttle:
         slot.last_sent = now
         return state
 
-    def pending(self, key: Any) -> bool:
-        """True while a state waits for its turn."""
-        slot = self._slots.get(key)
-        return bool(slot and slot.has_pending)
-
     def is_final(self, key: Any) -> bool:
         """True once a final state was offered for `key`."""
         slot = self._slots.get(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 
 
 class Clock:
@@ -53,3 +54,26 @@ class ScaledClock(Clock):
 
 #: The clock used when none is given.
 REAL_CLOCK = Clock()
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2026-11-29T10:00:00Z`: the timestamp format Kubernetes uses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 → epoch seconds (None, empty or unreadable → None: status fields are data)."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def now_rfc3339(clock: Clock) -> str:
+    """The clock's now, as RFC 3339 (always through a clock, so tests can move time)."""
+    return rfc3339(datetime.fromtimestamp(clock.now(), UTC))

@@ -61,7 +61,9 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "items",
+    "additionalProperties",
     "properties",
     "required",
 )
@@ -81,6 +83,7 @@ _PASSTHROUGH = frozenset(
         "pattern",
         "minItems",
         "maxItems",
+        "maxProperties",
         "required",
     }
 )
@@ -136,9 +139,13 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[
         if key in _DROPPED:
             continue
         if key == "additionalProperties":
-            # Closed objects are the default for structural schemas; an open map
-            # (dict[str, X]) would need its own translation, which nobody needs yet.
-            if value is not False:
+            # Closed objects are the default for structural schemas (value False).
+            if value is True:
+                # dict[str, Any] (spec.graph): kept as it is, checked by the operator.
+                result["x-kubernetes-preserve-unknown-fields"] = True
+            elif isinstance(value, dict):
+                result["additionalProperties"] = _open_value(value, where)
+            elif value is not False:
                 raise SchemaTranslationError(f"{where}: additionalProperties {value!r} is not supported")
             continue
         if key == "default":
@@ -181,6 +188,23 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[
     if result["type"] == "object" and not result.get("required"):
         result.pop("required", None)
     return _ordered(result)
+
+
+_SCALAR_TYPES = frozenset({"boolean", "integer", "number", "string"})
+
+
+def _open_value(node: dict[str, Any], where: str) -> dict[str, Any]:
+    """The values of an open map (`dict[str, X]`).
+
+    A union of scalars (spec.inputs: bool | int | float | str) has no structural
+    form (one type per node, and int-or-string lacks numbers and booleans), so
+    its values are left open for the server; the operator types them against
+    the workflow's parameters.
+    """
+    branches = node.get("anyOf")
+    if isinstance(branches, list) and all(b.get("type") in _SCALAR_TYPES for b in branches):
+        return {"x-kubernetes-preserve-unknown-fields": True}
+    return _structural(node, {}, f"{where}{{}}")
 
 
 def _model_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -227,7 +251,14 @@ def printer_columns() -> list[dict[str, Any]]:
             "name": "Images",
             "type": "integer",
             "jsonPath": ".status.imageCount",
-            "description": "Images stored so far.",
+            "description": "Outputs stored so far (images, animations, videos, sounds).",
+        },
+        # Why a job is where it is (Failed: the cause) without `kubectl describe`.
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": ".status.reason",
+            "description": "CamelCase cause of the phase, e.g. ComfyUIUnavailable or ModelNotFound.",
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {
@@ -236,6 +267,13 @@ def printer_columns() -> list[dict[str, Any]]:
             "jsonPath": ".status.seed",
             "priority": 1,
             "description": "Seed actually used.",
+        },
+        {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".status.model",
+            "priority": 1,
+            "description": "Checkpoint actually used.",
         },
         {
             "name": "URL",

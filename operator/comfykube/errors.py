@@ -85,6 +85,15 @@ class DeadlineExceeded(JobError):
     reason = "DeadlineExceeded"
 
 
+class InputImageFailed(JobError):
+    """An input image could not be fetched, or it is not a picture we hand to ComfyUI.
+
+    Not retryable unless the cause may pass (the URL's server down, a time-out).
+    """
+
+    reason = "InputImageFailed"
+
+
 class DownloadFailed(JobError):
     """An output image could not be fetched or failed a byte check."""
 

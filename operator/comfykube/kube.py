@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,9 @@ from comfykube.types import API_GROUP, API_VERSION, KIND, PLURAL
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+
+#: Who posts the Events (required beside eventTime): the pod's name in a cluster.
+REPORTING_INSTANCE = (os.environ.get("HOSTNAME") or "comfykube")[:128]
 
 
 class KubeApi:
@@ -134,11 +138,18 @@ class KubeApi:
     ) -> None:
         """Record a Kubernetes Event on the object; never raises (events are best effort)."""
         meta = obj.get("metadata", {})
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # kubectl describe sorts Events by lastTimestamp, which has whole seconds, and keeps the
+        # API's order (by name) among equal ones: a generated name shuffled the events of one
+        # second. The name is client-go's recorder's, `<object>.<UnixNano in hex>`, so name order
+        # is time order; eventTime keeps the microseconds for `kubectl events` and other readers.
+        stamp = time.time_ns()
+        when = datetime.fromtimestamp(stamp / 1e9, UTC)
+        now = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        name = f"{str(meta.get('name', 'imagejob'))[:236]}.{stamp:x}"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'imagejob')}.", "namespace": meta.get("namespace")},
+            "metadata": {"name": name, "namespace": meta.get("namespace")},
             "involvedObject": {
                 "apiVersion": f"{API_GROUP}/{API_VERSION}",
                 "kind": KIND,
@@ -153,7 +164,10 @@ class KubeApi:
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
+            "eventTime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "action": reason[:128],
             "reportingComponent": component,
+            "reportingInstance": REPORTING_INSTANCE,
         }
         try:
             # The answer is not needed: skip turning it into a V1Event model (a few ms per event).

@@ -17,34 +17,39 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
-from comfykube import metrics
-from comfykube.clock import REAL_CLOCK, Clock
+from comfykube import metrics, tempfiles
+from comfykube.checkpoint_rules import CheckpointRules
+from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
+    InvalidSpec,
     JobError,
+    PreflightFailed,
     PromptLost,
 )
+from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
+    MAX_OUTPUTS,
     MAX_SEED,
     ImageJobSpec,
     ImageJobStatus,
+    OutputKind,
     Phase,
     Progress,
     StoredImage,
 )
-from comfykube.workflows import RenderedWorkflow, WorkflowLibrary
+from comfykube.workflows import RenderedWorkflow, WorkflowLibrary, render_raw_graph
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,11 @@ class JobIdentity:
         """
         digest = hashlib.sha256(self.uid.encode()).digest()
         return int.from_bytes(digest[:8], "big") % min(MAX_SEED, 2**53)
+
+    @property
+    def input_subfolder(self) -> str:
+        """Per-job folder in ComfyUI's input directory: two jobs never read each other's input."""
+        return f"comfykube/{self.uid}"
 
     @property
     def output_prefix(self) -> str:
@@ -135,6 +145,14 @@ class Pipeline:
     keep_copies_in: Path | None = None
     #: A health check younger than this is trusted (saves three requests per job in a burst).
     health_ttl: float = 10.0
+    #: Accept spec.graph (ALLOW_RAW_GRAPHS); off by default, the CLI allows it for local use.
+    allow_raw_graphs: bool = False
+    #: Which checkpoints may be used, and which are never picked as a fallback.
+    checkpoint_rules: CheckpointRules = field(default_factory=CheckpointRules)
+    #: Rules for input images (size, pixels, private URLs).
+    input_limits: InputLimits = field(default_factory=InputLimits)
+    #: An `s3Key` input must lie under the job's namespace (off for the CLI: no tenants there).
+    confine_keys_to_namespace: bool = True
     _store_ready: bool = field(default=False, init=False)
     _healthy_at: float = field(default=float("-inf"), init=False)
 
@@ -148,6 +166,7 @@ class Pipeline:
         workflows: WorkflowLibrary,
         clock: Clock = REAL_CLOCK,
         keep_copies_in: Path | None = None,
+        allow_raw_graphs: bool | None = None,
     ) -> Pipeline:
         """A pipeline tuned by the deployment's settings (the CLI and the operator share this)."""
         return cls(
@@ -161,15 +180,61 @@ class Pipeline:
             lost_polls=settings.comfyui_lost_polls,
             unreachable_grace=settings.comfyui_unreachable_grace,
             keep_copies_in=keep_copies_in,
+            allow_raw_graphs=settings.allow_raw_graphs if allow_raw_graphs is None else allow_raw_graphs,
+            checkpoint_rules=CheckpointRules.of(
+                settings.checkpoint_allow, settings.checkpoint_deny, settings.checkpoint_restricted
+            ),
+            input_limits=settings.input_limits(),
         )
 
-    def prepare(self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState) -> RenderedWorkflow:
-        """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid."""
+    def prepare(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        resume: ResumeState,
+        *,
+        images: Mapping[str, str] | None = None,
+    ) -> RenderedWorkflow:
+        """Render the graph; the seed is the recorded one, the spec's, or one drawn from the uid.
+
+        `images` maps the workflow's image names to the names ComfyUI stored the uploads
+        under; until they are uploaded, `{input_subfolder}/{name}` stands in for them.
+        Every check that needs no ComfyUI happens here (workflow, fields, spec.inputs,
+        images, raw graphs allowed), so a bad spec fails before any request.
+        """
+        if spec.graph is not None:
+            if not self.allow_raw_graphs:
+                raise InvalidSpec(
+                    "spec.graph: raw graphs are not accepted by this deployment (set ALLOW_RAW_GRAPHS=true "
+                    "to allow them; a raw graph can run any node installed on ComfyUI); use a workflow instead"
+                )
+            return render_raw_graph(spec, output_prefix=job.output_prefix)
         seed = resume.seed if resume.seed is not None else spec.seed
         if seed is None:
             seed = job.random_seed
         workflow = self.workflows.get(spec.workflow)
-        return workflow.render(spec, seed=seed, output_prefix=job.output_prefix)
+        if images is None:
+            images = {image.name: f"{job.input_subfolder}/{image.name}" for image in spec.images or ()}
+        return workflow.render(spec, seed=seed, output_prefix=job.output_prefix, images=images)
+
+    def image_sources(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        *,
+        resolved_jobs: Mapping[str, str] | None = None,
+        local_files: Mapping[str, Path] | None = None,
+    ) -> dict[str, Source]:
+        """Where each input image comes from; InvalidSpec when one cannot be used here."""
+        if spec.graph is not None and (spec.images or local_files):
+            raise InvalidSpec("spec.images: a raw graph (spec.graph) names its own files; images are for workflows")
+        return sources_from_spec(
+            spec.images or (),
+            namespace=job.namespace,
+            resolved_jobs=resolved_jobs,
+            local_files=local_files,
+            confine_keys_to_namespace=self.confine_keys_to_namespace,
+        )
 
     async def run(
         self,
@@ -179,26 +244,43 @@ class Pipeline:
         report: Reporter = _ignore,
         resume: ResumeState | None = None,
         deadline_at: float | None = None,
+        resolved_jobs: Mapping[str, str] | None = None,
+        local_images: Mapping[str, Path] | None = None,
     ) -> ImageJobStatus:
         """Run the job to a Succeeded status, or raise a JobError.
 
         `deadline_at` is a `clock.now()` value; past it the prompt is cancelled
         in ComfyUI and DeadlineExceeded is raised. Cancelling the task (operator
         shutdown) leaves the prompt running so a new process can attach to it.
+        `resolved_jobs` gives the object key of each `fromJob` image (the operator
+        reads it from the other ImageJob); `local_images` adds images from files (CLI).
         """
         resume = resume or ResumeState()
         started = now_rfc3339(self.clock)
-        rendered = self.prepare(spec, job, resume)
-        seed = rendered.values["seed"]
+        sources = self.image_sources(spec, job, resolved_jobs=resolved_jobs, local_files=local_images)
+        placeholders = {name: f"{job.input_subfolder}/{name}" for name in sources}
+        rendered = self.prepare(spec, job, resume, images=placeholders)
+        seed = rendered.seed
         backend = self.comfy.base_url
         event = PipelineEvent(phase=Phase.PENDING, prompt_id=job.prompt_id, seed=seed, backend=backend)
         await report(replace(event, message="checking ComfyUI"))
 
+        if spec.model is not None:
+            refusal = self.checkpoint_rules.refusal(spec.model)
+            if refusal is not None:
+                raise InvalidSpec(f"spec.model: {refusal}")
         await self.check_health()
         if spec.model is None and rendered.checkpoint is not None:
-            rendered = await self._installed_default(spec, job, resume, rendered)
+            spec = await self._installed_default(spec, rendered)
+            rendered = self.prepare(spec, job, resume, images=placeholders)
+            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
+            if refusal is not None:
+                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
         await self.comfy.preflight(
-            checkpoint=rendered.checkpoint, sampler=rendered.sampler, scheduler=rendered.scheduler
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
         )
         if not self._store_ready:
             # Fail before spending GPU time when the images could not be stored anyway.
@@ -206,22 +288,25 @@ class Pipeline:
             self._store_ready = True
 
         submissions = resume.submissions
-        try:
-            entry, submissions = await self._submit_or_attach(
-                rendered, job, submissions, event, report, deadline_at
-            )
-        except DeadlineExceeded:
-            await self.comfy.cancel(job.prompt_id)
-            raise
-        await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing images"))
-        images = await self._collect(entry, spec, job)
+        with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
+            staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
+            try:
+                entry, submissions = await self._submit_or_attach(
+                    rendered, job, submissions, event, report, deadline_at, before_submit=staged.graph
+                )
+            except DeadlineExceeded:
+                await self.comfy.cancel(job.prompt_id)
+                raise
+        await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing outputs"))
+        images = await self._collect(entry, rendered, job)
         status = ImageJobStatus(
             phase=Phase.SUCCEEDED,
             reason="Succeeded",
-            message=f"{len(images)} image(s) stored",
+            message=_stored_message(images),
             prompt_id=job.prompt_id,
             backend=backend,
             seed=seed,
+            model=rendered.checkpoint,
             submissions=submissions,
             images=images,
             image_count=len(images),
@@ -233,19 +318,25 @@ class Pipeline:
         )
         return status
 
-    async def _installed_default(
-        self, spec: ImageJobSpec, job: JobIdentity, resume: ResumeState, rendered: RenderedWorkflow
-    ) -> RenderedWorkflow:
+    async def _installed_default(self, spec: ImageJobSpec, rendered: RenderedWorkflow) -> ImageJobSpec:
         """No model asked for and the workflow's default is not installed: use one that is.
 
         A spec that names no model means "whatever this ComfyUI has", as ComfyUI's own UI
-        does; a model the spec names is never swapped (preflight refuses it instead).
+        does; a model the spec names is never swapped (preflight refuses it instead). A
+        checkpoint the deployment restricts (e.g. NSFW ones) or refuses is never picked.
         """
         installed = await self.comfy.checkpoints(fresh=False)
         if not installed or rendered.checkpoint in installed:
-            return rendered
-        log.info("%s: checkpoint %s is not installed; using %s", job, rendered.checkpoint, installed[0])
-        return self.prepare(spec.model_copy(update={"model": installed[0]}), job, resume)
+            return spec
+        candidates = self.checkpoint_rules.fallbacks(installed)
+        if not candidates:
+            raise PreflightFailed(
+                f"the workflow's default checkpoint {rendered.checkpoint!r} is not installed and none of the "
+                f"installed ones ({', '.join(installed)}) may be picked automatically (CHECKPOINT_RESTRICTED, "
+                "CHECKPOINT_DENY, CHECKPOINT_ALLOW); name one in spec.model"
+            )
+        log.info("checkpoint %s is not installed; using %s", rendered.checkpoint, candidates[0])
+        return spec.model_copy(update={"model": candidates[0]})
 
     async def check_health(self) -> None:
         """Health-check ComfyUI (with retries) unless a recent check passed."""
@@ -262,8 +353,14 @@ class Pipeline:
         event: PipelineEvent,
         report: Reporter,
         deadline_at: float | None,
+        *,
+        before_submit: Callable[[RenderedWorkflow], Awaitable[RenderedWorkflow]] | None = None,
     ) -> tuple[HistoryEntry, int]:
-        """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss)."""
+        """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss).
+
+        `before_submit` runs right before each submission (input images: fetched and
+        checked once, uploaded to the backend each time, so a moved job finds them too).
+        """
         pid = job.prompt_id
         timing: dict[str, float] = {}
 
@@ -295,8 +392,10 @@ class Pipeline:
                     return state.entry, max(submissions, 1)
                 if state.phase is PromptPhase.UNKNOWN:
                     if submissions >= MAX_SUBMISSIONS:
+                        # The resubmissions are used up: another try would only wait for the deadline.
                         raise PromptLost(
-                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times"
+                            f"ComfyUI lost prompt {pid} again after it was submitted {submissions} times",
+                            retryable=False,
                         )
                     if submissions:
                         log.warning("%s: ComfyUI lost prompt %s; submitting it again once", job, pid)
@@ -312,6 +411,8 @@ class Pipeline:
                                 notice="PromptResubmitted",
                             )
                         )
+                    if before_submit is not None:
+                        rendered = await before_submit(rendered)
                     await self.comfy.submit(rendered.graph, pid)
                     timing["submitted"] = time.monotonic()
                     metrics.SUBMISSIONS.labels(self.comfy.base_url).inc()
@@ -328,30 +429,30 @@ class Pipeline:
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
                     )
-                except PromptLost:
+                except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:
-                        raise
+                        raise PromptLost(
+                            f"{exc.message}; it was submitted {submissions} times, the most allowed",
+                            retryable=False,
+                        ) from None
                     continue  # next round submits it again, once
                 if "running" in timing:
                     metrics.EXECUTION.observe(time.monotonic() - timing["running"])
                 return entry, submissions
 
-    async def _collect(self, entry: HistoryEntry, spec: ImageJobSpec, job: JobIdentity) -> list[StoredImage]:
-        """Download every output image with byte checks, store, verify and presign it."""
+    async def _collect(self, entry: HistoryEntry, rendered: RenderedWorkflow, job: JobIdentity) -> list[StoredImage]:
+        """Download every `type: output` file with the checks of its kind, store, verify and presign it."""
         outputs = entry.output_images
         if not outputs:
-            raise DownloadFailed("ComfyUI reported success but produced no output image")
-        if len(outputs) != spec.batch_size:
-            raise DownloadFailed(
-                f"expected {spec.batch_size} image(s) from ComfyUI, got {len(outputs)}"
-            )
+            kinds = ", ".join(sorted({image.type for image in entry.images})) or "nothing"
+            raise DownloadFailed(f"ComfyUI reported success but produced no output file (found: {kinds})")
+        if len(outputs) > MAX_OUTPUTS:
+            raise DownloadFailed(f"the prompt produced {len(outputs)} outputs; at most {MAX_OUTPUTS} are kept")
         stored: list[StoredImage] = []
-        with tempfile.TemporaryDirectory(prefix="comfykube-", dir=self.tmp_dir) as tmp:
+        with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
-                downloaded = await self.comfy.download(
-                    output, Path(tmp), expected_size=(spec.width, spec.height)
-                )
+                downloaded = await self.comfy.download(output, Path(tmp), expected_size=rendered.expected_size)
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
                 started = time.monotonic()
@@ -364,12 +465,17 @@ class Pipeline:
                     shutil.move(downloaded.path, copy)
                 else:
                     downloaded.path.unlink(missing_ok=True)
+        # A batch of stills from a workflow that binds batchSize must be complete; other
+        # outputs (an animation from a batch, a video, a sound) count as they come.
+        stills = sum(1 for image in stored if image.kind is OutputKind.IMAGE)
+        expected = rendered.expected_count
+        if expected is not None and stills and stills % expected:
+            raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
         """Upload one checked image, verify it, and presign a URL for it."""
-        ext = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(image.content_type, "bin")
-        key = object_key(job.namespace, job.name, job.uid, index, ext)
+        key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
         await self.store.put_verified(
             key,
             image.path,
@@ -384,15 +490,24 @@ class Pipeline:
             },
         )
         url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
+        thumb = await store_thumbnail(
+            self.store, image.path, key,
+            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
+        )
         return StoredImage(
+            kind=image.kind,
             key=key,
             bytes=image.bytes,
             sha256=image.sha256,
             content_type=image.content_type,
             width=image.width,
             height=image.height,
+            frames=image.frames,
+            node=image.source.node_id or None,
             url=url,
             url_expires_at=rfc3339(expires_at) if expires_at else None,
+            thumbnail_key=thumb,
         )
 
     async def release(self, job: JobIdentity) -> None:
@@ -403,27 +518,70 @@ class Pipeline:
             log.info("%s: could not delete history entry: %s", job, exc)
 
 
-def rfc3339(moment: datetime) -> str:
-    """`2026-11-29T10:00:00Z`: the timestamp format Kubernetes uses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class _StagedInputs:
+    """A job's input images: fetched and checked once, uploaded before each submission."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        resume: ResumeState,
+        sources: Mapping[str, Source],
+        directory: Path,
+    ) -> None:
+        self.pipeline = pipeline
+        self.spec = spec
+        self.job = job
+        self.resume = resume
+        self.sources = sources
+        self.directory = directory
+        self.prepared: dict[str, PreparedImage] | None = None
+
+    async def graph(self, rendered: RenderedWorkflow) -> RenderedWorkflow:
+        """`rendered` with the names ComfyUI gave the uploads (the graph as it is without images)."""
+        if not self.sources:
+            return rendered
+        if self.prepared is None:
+            started = time.monotonic()
+            self.prepared = await prepare_images(
+                self.sources, self.directory, store=self.pipeline.store, limits=self.pipeline.input_limits
+            )
+            log.info("%s: %d input image(s) checked in %.3f s", self.job, len(self.prepared),
+                     time.monotonic() - started)
+        names: dict[str, str] = {}
+        for name, image in self.prepared.items():
+            uploaded = await self.pipeline.comfy.upload_image(
+                image.path,
+                filename=image.upload_name,
+                subfolder=self.job.input_subfolder,
+                content_type=image.content_type,
+            )
+            names[name] = uploaded.load_name
+        spec = self.spec
+        if spec.model is None and rendered.checkpoint is not None:
+            spec = spec.model_copy(update={"model": rendered.checkpoint})
+        return self.pipeline.prepare(spec, self.job, self.resume, images=names)
 
 
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 → epoch seconds (None stays None)."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+def _stored_message(images: list[StoredImage]) -> str:
+    """`2 image(s) stored`, or `1 video, 1 audio stored` when other kinds are among them."""
+    counts: dict[str, int] = {}
+    for image in images:
+        counts[image.kind.value] = counts.get(image.kind.value, 0) + 1
+    if set(counts) <= {"image"}:
+        return f"{len(images)} image(s) stored"
+    return ", ".join(f"{count} {kind}" for kind, count in counts.items()) + " stored"
 
 
-def now_rfc3339(clock: Clock = REAL_CLOCK) -> str:
-    """The clock's now, as RFC 3339."""
-    return rfc3339(datetime.fromtimestamp(clock.now(), UTC))
+def failed_status(error: JobError, *, clock: Clock, **fields: object) -> ImageJobStatus:
+    """A terminal status for a failure: Failed, or Cancelled for a cancellation.
 
-
-def failed_status(error: JobError, **fields: object) -> ImageJobStatus:
-    """A terminal status for a failure: Failed, or Cancelled for a cancellation."""
+    `fields` are what was known when it failed (prompt id, seed, backend, submissions,
+    start time): a failure reports them as a success would.
+    """
     phase = Phase.CANCELLED if error.reason == "Cancelled" else Phase.FAILED
     return ImageJobStatus.model_validate(
-        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339()}
+        {"phase": phase, "reason": error.reason, "message": error.message, "completion_time": now_rfc3339(clock)}
         | {k: v for k, v in fields.items() if v is not None}
     )

@@ -9,9 +9,20 @@ Python code uses snake_case attributes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "comfykube.dev"
@@ -34,6 +45,25 @@ WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # Checkpoint file names as ComfyUI lists them (may contain a subfolder and spaces).
 MODEL_NAME_PATTERN = r"^[^\x00-\x1f/\\][^\x00-\x1f\\]{0,254}$"
 DISCORD_ID_PATTERN = r"^[0-9]{15,21}$"
+#: Names of a workflow's input images (`init`, `mask`): identifiers, as in a workflow file.
+IMAGE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
+#: Object keys in the configured bucket: no leading slash, no control characters (RE2: no
+#: look-arounds; `.`/`..` segments are refused by the operator's check).
+S3_KEY_PATTERN = r"^[^/\x00-\x1f\x7f\\][^\x00-\x1f\x7f\\]*$"
+KUBE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+#: Input images per job, and stored outputs per job (the bounds keep the CRD's lists finite).
+MAX_INPUT_IMAGES = 8
+MAX_OUTPUTS = 32
+#: CEL: an input image names exactly one source.
+ONE_SOURCE_RULE = "(has(self.url) ? 1 : 0) + (has(self.s3Key) ? 1 : 0) + (has(self.fromJob) ? 1 : 0) == 1"
+#: spec.inputs: how many parameters one job may set, and the longest string value.
+MAX_INPUTS = 64
+MAX_INPUT_STRING = 4000
+#: spec.graph: most nodes a raw graph may have.
+MAX_GRAPH_NODES = 1000
+
+#: One value of spec.inputs: a scalar (the workflow's parameter says which type).
+InputValue = StrictBool | StrictInt | StrictFloat | Annotated[str, Field(max_length=MAX_INPUT_STRING)]
 
 
 class Phase(enum.StrEnum):
@@ -93,6 +123,72 @@ class OutputSpec(_Model):
     delete_with_job: bool = Field(
         default=False, description="Delete the stored images when the ImageJob is deleted."
     )
+
+
+class FromJob(_Model):
+    """A stored output of another ImageJob in the same namespace."""
+
+    name: Annotated[
+        str, Field(pattern=KUBE_NAME_PATTERN, max_length=253, description="Name of the other ImageJob.")
+    ]
+    index: Annotated[int, Field(ge=0, le=MAX_OUTPUTS - 1, description="Which of its stored outputs (0: first).")] = 0
+
+
+class InputImage(_Model):
+    """One named input image of the workflow, from exactly one source."""
+
+    # CRD marker: exactly one source, as the operator checks too (`_one_source`).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": ONE_SOURCE_RULE,
+                    "message": "each image needs exactly one of url, s3Key or fromJob",
+                }
+            ]
+        }
+    )
+
+    name: Annotated[
+        str,
+        Field(pattern=IMAGE_NAME_PATTERN, max_length=63, description="The workflow's image name, e.g. init."),
+    ]
+    url: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f]+$",
+            max_length=2048,
+            description="http(s) URL to fetch the image from (private addresses refused by default).",
+        ),
+    ] = None
+    s3_key: Annotated[
+        str | None,
+        Field(pattern=S3_KEY_PATTERN, max_length=1024, description="Object key in the configured bucket."),
+    ] = None
+    from_job: FromJob | None = Field(default=None, description="A stored output of another ImageJob.")
+
+    @field_validator("s3_key")
+    @classmethod
+    def _key_has_no_dot_segments(cls, value: str | None) -> str | None:
+        if value is not None and any(part in ("", ".", "..") for part in value.split("/")):
+            raise ValueError("s3Key must not have empty, '.' or '..' segments")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InputImage:
+        given = [name for name in ("url", "s3Key", "fromJob") if getattr(self, _ATTR[name]) is not None]
+        if len(given) != 1:
+            found = f" (got {', '.join(given)})" if given else ""
+            raise ValueError(f"image {self.name!r} needs exactly one of url, s3Key or fromJob{found}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """`url`, `s3Key` or `fromJob`: which source this entry uses."""
+        return next(name for name in ("url", "s3Key", "fromJob") if getattr(self, _ATTR[name]) is not None)
+
+
+_ATTR = {"url": "url", "s3Key": "s3_key", "fromJob": "from_job"}
 
 
 class ImageJobSpec(_Model):
@@ -174,8 +270,44 @@ class ImageJobSpec(_Model):
         int | None,
         Field(ge=0, le=365 * 24 * 3600, description="Delete the ImageJob this long after it finished."),
     ] = None
+    images: list[InputImage] | None = Field(
+        default=None,
+        max_length=MAX_INPUT_IMAGES,
+        description="The workflow's input images by name, each fetched and checked before submit.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     output: OutputSpec | None = Field(default=None, description="What happens to the stored images.")
     notify: Notify | None = Field(default=None, description="Where to announce the result.")
+    # --- workflow inputs (issue #10): parameters and a raw graph; kept together for merges.
+    inputs: Annotated[
+        dict[str, InputValue] | None,
+        Field(
+            max_length=MAX_INPUTS,
+            description=(
+                "The workflow's own parameters, name → scalar (see `comfykube workflows NAME`); "
+                "checked against the workflow by the operator."
+            ),
+        ),
+    ] = None
+    graph: Annotated[
+        dict[str, Any] | None,
+        Field(
+            max_length=MAX_GRAPH_NODES,
+            description=(
+                "A raw ComfyUI API-format graph instead of a workflow; accepted only when the "
+                "deployment sets ALLOW_RAW_GRAPHS=true."
+            ),
+        ),
+    ] = None
+
+    @field_validator("images")
+    @classmethod
+    def _image_names_unique(cls, value: list[InputImage] | None) -> list[InputImage] | None:
+        names = [image.name for image in value or ()]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"image name(s) given more than once: {', '.join(twice)}")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -192,17 +324,32 @@ class Progress(_Model):
     max: Annotated[int, Field(ge=0)] = 0
 
 
-class StoredImage(_Model):
-    """One verified image in the object store."""
+class OutputKind(enum.StrEnum):
+    """What a stored output is: a still picture, an animation, a video or a sound."""
 
+    IMAGE = "image"
+    ANIMATION = "animation"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+class StoredImage(_Model):
+    """One verified output in the object store (a picture, animation, video or sound; see kind)."""
+
+    kind: OutputKind = Field(default=OutputKind.IMAGE, description="image, animation, video or audio.")
     key: str = Field(description="Object key in the bucket.")
     bytes: Annotated[int, Field(ge=1, description="Size in bytes, verified after upload.")]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the stored bytes.")]
     content_type: str = Field(description="MIME type, e.g. image/png.")
     width: int | None = Field(default=None, description="Decoded width in pixels.")
     height: int | None = Field(default=None, description="Decoded height in pixels.")
+    frames: int | None = Field(default=None, ge=1, description="Frames of an animation.")
+    node: str | None = Field(default=None, max_length=64, description="The graph node that produced it.")
     url: str | None = Field(default=None, description="Presigned GET URL.")
     url_expires_at: str | None = Field(default=None, description="When url stops working (RFC 3339).")
+    thumbnail_key: str | None = Field(
+        default=None, description="Object key of a small WebP preview beside the image (made once, when stored)."
+    )
 
 
 class Condition(_Model):
@@ -226,17 +373,25 @@ class ImageJobStatus(_Model):
     prompt_id: str | None = Field(default=None, description="ComfyUI prompt id (the ImageJob uid).")
     backend: str | None = Field(default=None, description="ComfyUI backend that ran the job.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Seed actually used.")
+    model: str | None = Field(
+        default=None, max_length=255, description="Checkpoint actually used (a fallback when the default is missing)."
+    )
     progress: Progress | None = None
     progress_text: str | None = Field(
         default=None, description="Steps done/total for `kubectl get`, e.g. 12/20 (mirrors progress)."
     )
     queue_position: int | None = Field(default=None, ge=0, description="Prompts ahead in ComfyUI's queue.")
-    # At most batchSize (≤ 8) images; the bound also keeps the CRD's lists finite.
-    images: list[StoredImage] = Field(default_factory=list, max_length=8)
-    image_count: int = Field(
-        default=0, ge=0, le=8, description="len(images), for `kubectl get` (jsonPath cannot count)."
+    # Every stored output (pictures, animations, videos, sounds), each with its kind and
+    # content type; the bound also keeps the CRD's lists finite.
+    images: list[StoredImage] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUTS,
+        description="Every stored output, in the order ComfyUI reported them, each with its kind.",
     )
-    url: str | None = Field(default=None, description="Presigned URL of the first image.")
+    image_count: int = Field(
+        default=0, ge=0, le=MAX_OUTPUTS, description="len(images), for `kubectl get` (jsonPath cannot count)."
+    )
+    url: str | None = Field(default=None, description="Presigned URL of the first output.")
     start_time: str | None = None
     completion_time: str | None = None
     submissions: int = Field(default=0, ge=0, description="How often the prompt was sent to ComfyUI.")
@@ -246,6 +401,52 @@ class ImageJobStatus(_Model):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ImageJobStatus:
+        """Status as read back from the API server; fields that do not validate are dropped.
+
+        Status is data: an object edited by hand (or by an older version) must not stop
+        the operator, so a bad field is forgotten rather than trusted or fatal.
+        """
+        if not isinstance(data, dict):
+            return cls()
+        fields = {key: value for key, value in data.items() if key in _STATUS_WIRE_NAMES}
+        while True:
+            try:
+                return cls.model_validate(fields)
+            except ValidationError as exc:
+                bad = {str(err["loc"][0]) for err in exc.errors() if err.get("loc")}
+                if not bad & set(fields):
+                    return cls()
+                for key in bad:
+                    fields.pop(key, None)
+
+    def with_derived(self) -> ImageJobStatus:
+        """This status with the mirror fields (`imageCount`, `progressText`) filled from their sources."""
+        text = f"{self.progress.value}/{self.progress.max}" if self.progress is not None else None
+        return self.model_copy(update={"image_count": len(self.images), "progress_text": text})
+
+    def wire_fields(self, names: Iterable[str]) -> dict[str, Any]:
+        """The wire (camelCase, JSON-ready) values of just these fields, for a merge patch.
+
+        Unlike `wire()`, an unset top-level field is kept as None: in a merge patch that
+        removes it. Nested objects leave their unset fields out, as `wire()` does.
+        """
+        fields = type(self).model_fields
+        wanted = set(names)
+        unknown = wanted - set(fields)
+        if unknown:
+            raise KeyError(f"not ImageJobStatus fields: {sorted(unknown)}")
+        present = self.model_dump(mode="json", by_alias=True, exclude_none=True, include=wanted)
+        return {fields[name].alias or name: present.get(fields[name].alias or name) for name in wanted}
+
+
+
+#: The camelCase names of every status field, as they appear on the wire.
+_STATUS_WIRE_NAMES = frozenset(
+    {info.alias or name for name, info in ImageJobStatus.model_fields.items()} | set(ImageJobStatus.model_fields)
+)
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:

@@ -1,7 +1,8 @@
 """A ComfyUI 0.3.64 stand-in that answers like the real server did in the recorded captures.
 
 The shapes, status codes, headers and WebSocket frame order come from
-``/work/shared/comfyui-protocol/captures`` (real ComfyUI 0.3.64 on a CPU). The stand-in runs
+``/work/shared/comfyui-protocol/captures`` (real ComfyUI 0.3.64 on a CPU; the ones the tests
+replay are copied into ``tests/data/comfyui/``). The stand-in runs
 the standard txt2img graph (and a few model-free image nodes) without a model: KSampler just
 sleeps for a simulated time, and SaveImage writes real, solid-colour PNG files with the prompt
 in a ``tEXt`` chunk, so a client can download, check and upload them.
@@ -54,6 +55,8 @@ from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
+from tests.standins.comfyui_media import flac_bytes, mp4_bytes, webm_bytes, write_animation
+
 log = logging.getLogger("comfyui-standin")
 
 T = TypeVar("T")
@@ -61,6 +64,9 @@ T = TypeVar("T")
 COMFYUI_VERSION = "0.3.64"
 SERVER_FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 DEFAULT_CHECKPOINTS: tuple[str, ...] = ("sd15-base.safetensors", "random-sd15.safetensors")
+#: LoRAs and upscale models on "disk" (the workflows' `choicesFrom: server` lists).
+DEFAULT_LORAS: tuple[str, ...] = ("detail-tweaker.safetensors", "styles/ink wash.safetensors")
+DEFAULT_UPSCALE_MODELS: tuple[str, ...] = ("4x-UltraSharp.pth", "RealESRGAN_x2.pth")
 IMAGE_MODES: tuple[str, ...] = (
     "ok",
     "empty",
@@ -79,6 +85,12 @@ PAD_CHUNK_TYPE = b"cpAd"
 MAXIMUM_HISTORY_SIZE = 10000
 _DATA_DIR = Path(__file__).with_name("data")
 _NODE_CATALOGUE_FILE = _DATA_DIR / "comfyui_object_info.json"
+#: LoadImage, VAEEncode and the animated savers from capture 82; SaveAudio and its audio nodes
+#: (absent from that server) and VideoHelperSuite's VHS_VideoCombine written from their sources.
+_IO_CATALOGUE_FILE = _DATA_DIR / "comfyui_object_info_io.json"
+#: The nodes the shipped workflows add (LoRA, upscale models, scaling), as ComfyUI 0.3.64
+#: describes them (copied from the 82_get_object_info_full capture); lists filled per config.
+_WORKFLOW_NODES_FILE = _DATA_DIR / "comfyui_object_info_workflow_nodes.json"
 _INDEX_HTML = (
     b"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"UTF-8\">\n<title>ComfyUI</title>\n"
     b"</head>\n<body class=\"litegraph grid\">\n<div id=\"vue-app\"></div>\n"
@@ -113,6 +125,10 @@ class StandinConfig:
     time_scale: float = 1.0
     #: Checkpoint names on "disk" (object_info, /models/checkpoints, validation).
     checkpoints: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    #: LoRA files (LoraLoader.lora_name, /models/loras).
+    loras: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_LORAS))
+    #: Upscale model files (UpscaleModelLoader.model_name, /models/upscale_models).
+    upscale_models: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_UPSCALE_MODELS))
     #: How GET /view answers for an existing file, see IMAGE_MODES.
     image_mode: str = "ok"
     #: "ok", "silent" (sockets stay open, nothing is sent) or "drop" (abort after N frames).
@@ -129,6 +145,8 @@ class StandinConfig:
     unhealthy_for_seconds: float = 0.0
     #: Bytes of padding (an ancillary chunk) added to every saved PNG, for benchmarks.
     pad_bytes: int = 0
+    #: GET /view of an existing file sends at most this many bytes per (simulated) second; 0: no limit.
+    view_bytes_per_second: float = 0.0
     #: Extra simulated seconds per executed node of a class, e.g. {"CheckpointLoaderSimple": 4.7}.
     node_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
@@ -159,7 +177,7 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         value = float(value)
         if value <= 0:
             raise ValueError("time_scale must be positive")
-    if name in ("exec_seconds", "unhealthy_for_seconds"):
+    if name in ("exec_seconds", "unhealthy_for_seconds", "view_bytes_per_second"):
         value = float(value)
         if value < 0:
             raise ValueError(f"{name} must not be negative")
@@ -167,7 +185,7 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         value = int(value)
         if value < 0:
             raise ValueError(f"{name} must not be negative")
-    if name == "checkpoints":
+    if name in ("checkpoints", "loras", "upscale_models"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         value = [str(v) for v in value]
@@ -270,6 +288,10 @@ def seed_colour(seed: int) -> int:
 def _load_catalogue() -> dict[str, Any]:
     with open(_NODE_CATALOGUE_FILE, encoding="utf-8") as fh:
         data: dict[str, Any] = json.load(fh)
+    with open(_IO_CATALOGUE_FILE, encoding="utf-8") as fh:
+        data.update(json.load(fh))
+    with open(_WORKFLOW_NODES_FILE, encoding="utf-8") as fh:
+        data.update(json.load(fh))
     return data
 
 
@@ -311,11 +333,16 @@ def _types_compatible(received: Any, expected: Any) -> bool:
     return "*" in got or "*" in want or bool(got & want)
 
 
+#: A node's ``VALIDATE_INPUTS``: (the inputs it takes, a function of their values → True or a message).
+CustomValidator = tuple[tuple[str, ...], Callable[[dict[str, Any]], "bool | str"]]
+
+
 def _validate_inputs(
     prompt: dict[str, Any],
     unique_id: str,
     validated: dict[str, tuple[bool, list[dict[str, Any]], str]],
     catalogue: dict[str, Any],
+    validators: dict[str, CustomValidator] | None = None,
 ) -> tuple[bool, list[dict[str, Any]], str]:
     """One node's inputs, recursively through its links (ComfyUI's ``validate_inputs``)."""
     if unique_id in validated:
@@ -325,6 +352,9 @@ def _validate_inputs(
     class_info = catalogue[class_type]
     errors: list[dict[str, Any]] = []
     valid = True
+    custom = (validators or {}).get(class_type)
+    # Inputs a VALIDATE_INPUTS takes skip the min/max/list checks; it judges them (LoadImage's image).
+    custom_inputs = custom[0] if custom is not None else ()
     for name in _valid_inputs(class_info):
         input_type, category, extra = _input_info(class_info, name)
         if name not in inputs:
@@ -373,7 +403,7 @@ def _validate_inputs(
                 )
                 continue
             try:
-                result = _validate_inputs(prompt, o_id, validated, catalogue)
+                result = _validate_inputs(prompt, o_id, validated, catalogue, validators)
                 if result[0] is False:
                     valid = False
                     continue
@@ -431,6 +461,8 @@ def _validate_inputs(
                     }
                 )
                 continue
+            if name in custom_inputs:
+                continue
             if "min" in extra and val < extra["min"]:
                 errors.append(
                     {
@@ -473,6 +505,20 @@ def _validate_inputs(
                     }
                 )
                 continue
+    if custom is not None:
+        given = {name: inputs[name] for name in custom[0] if name in inputs and not is_link(inputs[name])}
+        answer = custom[1](given)
+        if answer is not True:
+            for name in given:
+                details = name if answer is False else f"{name} - {answer}"
+                errors.append(
+                    {
+                        "type": "custom_validation_failed",
+                        "message": "Custom validation failed for node",
+                        "details": details,
+                        "extra_info": {"input_name": name},
+                    }
+                )
     ret = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
     validated[unique_id] = ret
     return ret
@@ -486,7 +532,10 @@ def _full_type_name(klass: type) -> str:
 
 
 def validate_prompt(
-    prompt: Any, catalogue: dict[str, Any], partial_targets: list[str] | None = None
+    prompt: Any,
+    catalogue: dict[str, Any],
+    partial_targets: list[str] | None = None,
+    validators: dict[str, CustomValidator] | None = None,
 ) -> tuple[bool, dict[str, Any] | None, list[str], dict[str, Any]]:
     """ComfyUI's ``validate_prompt``: (ok, error, outputs_to_execute, node_errors).
 
@@ -538,7 +587,7 @@ def validate_prompt(
         valid = False
         reasons: list[dict[str, Any]] = []
         try:
-            m = _validate_inputs(prompt, o, validated, catalogue)
+            m = _validate_inputs(prompt, o, validated, catalogue, validators)
             valid, reasons = m[0], m[1]
         except Exception as ex:
             valid = False
@@ -683,6 +732,10 @@ class ImageBatch:
     latent: bool = False
 
 
+#: What a node returns: its output values and its UI (files it wrote), or None.
+NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]
+
+
 @dataclasses.dataclass
 class QueueItem:
     """One accepted prompt: ComfyUI's ``(number, prompt_id, prompt, extra_data, outputs)``."""
@@ -789,9 +842,11 @@ class FakeComfyUI:
         self._interrupts: list[str | None] = []
         self._deletes: list[str] = []
         self._history_deletes: list[str] = []
+        self._uploads: list[str] = []
         self._rejected = 0
         self._restarts = 0
         self._catalogue = _load_catalogue()
+        self._validation_catalogue: tuple[tuple[tuple[str, ...], ...], dict[str, Any]] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -961,6 +1016,7 @@ class FakeComfyUI:
             "deletes": list(self._deletes),
             "history_deletes": list(self._history_deletes),
             "rejected": self._rejected,
+            "uploads": list(self._uploads),
             "restarts": self._restarts,
             "queue_remaining": self._queue_remaining(),
             # A list like ComfyUI's queue_running (empty when idle).
@@ -1084,7 +1140,33 @@ class FakeComfyUI:
         """The node catalogue with the configured checkpoint list filled in."""
         info = copy.deepcopy(self._catalogue)
         info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(self.config.checkpoints)
+        _fill_server_lists(info, self.config)
+        if "LoadImage" in info:
+            # The real list is the input folder's files, uploads with their subfolder (capture 97).
+            info["LoadImage"]["input"]["required"]["image"][0] = self._input_files()
         return info
+
+    def _input_files(self) -> list[str]:
+        names = [
+            path.relative_to(self.input_dir).as_posix()
+            for path in sorted(self.input_dir.rglob("*"))
+            if path.is_file()
+        ]
+        return names or ["example.png"]
+
+    def _validators(self) -> dict[str, CustomValidator]:
+        """LoadImage's VALIDATE_INPUTS: the file must exist in the input folder (capture 96)."""
+
+        def image_exists(values: dict[str, Any]) -> bool | str:
+            name = str(values.get("image", ""))
+            for kind in ("input", "output", "temp"):  # annotated names: "x.png [output]"
+                if name.endswith(f" [{kind}]"):
+                    name = name[: -len(kind) - 3]
+            full = (self.input_dir / name).resolve()
+            inside = os.path.commonpath((str(full), str(self.input_dir))) == str(self.input_dir)
+            return True if name and inside and full.is_file() else f"Invalid image file: {values.get('image')}"
+
+        return {"LoadImage": (("image",), image_exists)}
 
     async def _object_info(self, request: web.Request) -> web.Response:
         return _json(self.object_info())
@@ -1102,8 +1184,11 @@ class FakeComfyUI:
         folder = request.match_info["folder"]
         if folder == "checkpoints":
             return _json(list(self.config.checkpoints))
-        if folder in {"clip", "clip_vision", "configs", "controlnet", "diffusion_models", "embeddings",
-                      "loras", "upscale_models", "vae"}:
+        if folder == "loras":
+            return _json(list(self.config.loras))
+        if folder == "upscale_models":
+            return _json(list(self.config.upscale_models))
+        if folder in {"clip", "clip_vision", "configs", "controlnet", "diffusion_models", "embeddings", "vae"}:
             return _json([])
         return web.Response(status=404)
 
@@ -1168,7 +1253,7 @@ class FakeComfyUI:
         prompt = json_data["prompt"]
         prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
         partial = json_data.get("partial_execution_targets")
-        valid = validate_prompt(prompt, self._catalogue_for_validation(), partial)
+        valid = validate_prompt(prompt, self._catalogue_for_validation(), partial, self._validators())
         extra_data: dict[str, Any] = dict(json_data.get("extra_data", {}))
         if "client_id" in json_data:
             extra_data["client_id"] = json_data["client_id"]
@@ -1199,11 +1284,11 @@ class FakeComfyUI:
         return _json({"prompt_id": prompt_id, "number": number, "node_errors": valid[3]})
 
     def _catalogue_for_validation(self) -> dict[str, Any]:
-        if list(self._catalogue["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0]) == list(
-            self.config.checkpoints
-        ):
-            return self._catalogue
-        return self.object_info()
+        # The lists on "disk" change with the config; rebuild the catalogue only when they did.
+        lists = (tuple(self.config.checkpoints), tuple(self.config.loras), tuple(self.config.upscale_models))
+        if self._validation_catalogue is None or self._validation_catalogue[0] != lists:
+            self._validation_catalogue = (lists, self.object_info())
+        return self._validation_catalogue[1]
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
         try:
@@ -1305,10 +1390,35 @@ class FakeComfyUI:
         if content_type in {"text/html", "text/html-sandboxed", "application/xhtml+xml", "text/javascript",
                             "text/css"}:
             content_type = "application/octet-stream"
+        if self.config.view_bytes_per_second > 0:
+            return await self._view_slowly(request, path, filename, content_type)
         # FileResponse streams from disk: a 100 MB picture costs no 100 MB buffer.
         return web.FileResponse(
             path, headers={"Content-Disposition": f'filename="{filename}"', "Content-Type": content_type}
         )
+
+    async def _view_slowly(
+        self, request: web.Request, path: Path, filename: str, content_type: str
+    ) -> web.StreamResponse:
+        """The whole file, honestly framed, at `view_bytes_per_second` (a slow link or a busy disk)."""
+        size = (await asyncio.to_thread(path.stat)).st_size
+        resp = web.StreamResponse(
+            status=200, headers={"Content-Disposition": f'filename="{filename}"', "Content-Type": content_type}
+        )
+        resp.content_length = size
+        await resp.prepare(request)
+        rate = self.config.view_bytes_per_second * self.config.time_scale
+        block = max(1, min(64 * 1024, int(rate / 10)))
+        sent = 0
+        while sent < size:
+            data = await asyncio.to_thread(_read_range, path, sent, min(block, size - sent))
+            if not data:
+                break
+            await resp.write(data)
+            sent += len(data)
+            await asyncio.sleep(len(data) / rate)
+        await resp.write_eof()
+        return resp
 
     def _view_converted(self, path: Path, filename: str, query: Any) -> web.Response:
         from PIL import Image
@@ -1382,6 +1492,7 @@ class FakeComfyUI:
         filename = await asyncio.to_thread(_store_upload, base, subfolder, image.filename, image.file, overwrite)
         if filename is None:
             return web.Response(status=400)
+        self._uploads.append(f"{subfolder}/{filename}" if subfolder else filename)
         return _json({"name": filename, "subfolder": subfolder, "type": kind})
 
     # ---- websocket ------------------------------------------------------------------------
@@ -1712,10 +1823,119 @@ class FakeComfyUI:
             src = inputs["image"]
             w, h = _scaled_size(src, int(inputs["width"]), int(inputs["height"]))
             return (ImageBatch(w, h, list(src.colours)),), None
+        result = _run_workflow_node(class_type, inputs)
+        if result is not None:
+            return result, None
         if class_type in ("SaveImage", "PreviewImage"):
             images: ImageBatch = inputs["images"]
             return (), await self._save_images(item, class_type, images, inputs.get("filename_prefix"))
+        media_node = self._media_nodes().get(class_type)
+        if media_node is not None:
+            return await media_node(item, inputs)
         raise RuntimeError(f"stand-in cannot execute {class_type}")  # pragma: no cover
+
+    # ---- input images, animations, video, audio ---------------------------------------------
+    # One function per node, so nodes can be added without touching the others.
+
+    def _media_nodes(self) -> dict[str, Callable[[QueueItem, dict[str, Any]], Awaitable[NodeResult]]]:
+        return {
+            "LoadImage": self._node_load_image,
+            "VAEEncode": self._node_vae_encode,
+            "VAEEncodeForInpaint": self._node_vae_encode,
+            "SaveAnimatedWEBP": self._node_save_animated_webp,
+            "SaveAnimatedPNG": self._node_save_animated_png,
+            "VHS_VideoCombine": self._node_video_combine,
+            "EmptyLatentAudio": self._node_empty_latent_audio,
+            "VAEDecodeAudio": self._node_vae_decode_audio,
+            "SaveAudio": self._node_save_audio,
+        }
+
+    async def _node_load_image(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        """The uploaded file's size and its first pixel's colour (validation made sure it exists)."""
+        from PIL import Image
+
+        path = self.input_dir / str(inputs["image"])
+
+        def read() -> tuple[int, int, int]:
+            with Image.open(path) as img:
+                img.load()  # a broken upload fails here, as in ComfyUI
+                r, g, b = img.convert("RGB").getpixel((0, 0))  # type: ignore[misc]
+                return img.width, img.height, (r << 16) | (g << 8) | b
+
+        width, height, colour = await asyncio.to_thread(read)
+        return (ImageBatch(width, height, [colour]), ImageBatch(width, height, [0], latent=False)), None
+
+    async def _node_vae_encode(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        """Latents of the picture; sizes round down to a multiple of 8 as VAEEncode crops them."""
+        src: ImageBatch = inputs["pixels"]
+        return (ImageBatch(src.width // 8 * 8, src.height // 8 * 8, list(src.colours), latent=True),), None
+
+    async def _save_animation(self, item: QueueItem, images: ImageBatch, prefix: str, ext: str, fmt: str,
+                              fps: float, **options: object) -> dict[str, Any]:
+        folder, filename, counter, subfolder = self._save_path(prefix, self.output_dir, images.width, images.height)
+        file = f"{filename}_{counter:05}_.{ext}"
+        await asyncio.to_thread(write_animation, Path(folder) / file, fmt, images.width, images.height,
+                                list(images.colours), fps, **options)
+        self._counters[(folder, os.path.normcase(filename))] = counter + 1
+        # Listed under "images" with a parallel "animated" list (capture 91).
+        return {"images": [{"filename": file, "subfolder": subfolder, "type": "output"}], "animated": [True]}
+
+    async def _node_save_animated_webp(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        return (), await self._save_animation(
+            item, inputs["images"], str(inputs["filename_prefix"]), "webp", "WEBP", float(inputs["fps"]),
+            lossless=bool(inputs["lossless"]), quality=int(inputs["quality"]),
+        )
+
+    async def _node_save_animated_png(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        return (), await self._save_animation(
+            item, inputs["images"], str(inputs["filename_prefix"]), "png", "PNG", float(inputs["fps"]),
+            compress_level=int(inputs["compress_level"]),
+        )
+
+    async def _node_video_combine(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        """VHS_VideoCombine: the file is reported under "gifs", with its format (VideoHelperSuite)."""
+        images: ImageBatch = inputs["images"]
+        fmt = str(inputs["format"])
+        fps = float(inputs["frame_rate"])
+        base, kind = (self.output_dir, "output") if inputs.get("save_output", True) else (self.temp_dir, "temp")
+        folder, filename, counter, subfolder = self._save_path(
+            str(inputs["filename_prefix"]), base, images.width, images.height
+        )
+        ext = {"image/gif": "gif", "image/webp": "webp", "video/h264-mp4": "mp4", "video/webm": "webm"}[fmt]
+        file = f"{filename}_{counter:05}.{ext}"
+        target = Path(folder) / file
+        if ext in ("gif", "webp"):
+            await asyncio.to_thread(write_animation, target, ext.upper(), images.width, images.height,
+                                    list(images.colours), fps)
+        else:
+            data = mp4_bytes(len(images.colours), fps) if ext == "mp4" else webm_bytes(len(images.colours), fps)
+            await asyncio.to_thread(target.write_bytes, data)
+        self._counters[(folder, os.path.normcase(filename))] = counter + 1
+        entry = {"filename": file, "subfolder": subfolder, "type": kind, "format": fmt, "frame_rate": fps,
+                 "workflow": f"{filename}_{counter:05}.png", "fullpath": str(target)}
+        return ((True, [str(target)]),), {"gifs": [entry]}
+
+    async def _node_empty_latent_audio(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        return ({"audio_seconds": float(inputs["seconds"]), "batch": int(inputs["batch_size"])},), None
+
+    async def _node_vae_decode_audio(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        latent = inputs["samples"]
+        return ({"seconds": latent["audio_seconds"], "batch": latent["batch"], "sample_rate": 44100},), None
+
+    async def _node_save_audio(self, item: QueueItem, inputs: dict[str, Any]) -> NodeResult:
+        """SaveAudio: a real FLAC per batch item, reported under "audio"."""
+        audio = inputs["audio"]
+        folder, filename, counter, subfolder = self._save_path(str(inputs["filename_prefix"]), self.output_dir, 0, 0)
+        results = []
+        for _ in range(int(audio["batch"])):
+            file = f"{filename}_{counter:05}_.flac"
+            # Capped: the stand-in need not write minutes of sound to prove the format.
+            data = flac_bytes(min(float(audio["seconds"]), 2.0), int(audio["sample_rate"]))
+            await asyncio.to_thread((Path(folder) / file).write_bytes, data)
+            results.append({"filename": file, "subfolder": subfolder, "type": "output"})
+            counter += 1
+        self._counters[(folder, os.path.normcase(filename))] = counter
+        return (), {"audio": results}
 
     async def _save_images(self, item: QueueItem, class_type: str, images: ImageBatch,
                            filename_prefix: str | None) -> dict[str, Any]:
@@ -1847,6 +2067,50 @@ def _store_upload(base: Path, subfolder: str, name: str, src: Any, overwrite: bo
     with open(os.path.join(full, filename), "wb") as fh:
         shutil.copyfileobj(src, fh)
     return filename
+
+
+def _fill_server_lists(info: dict[str, Any], config: StandinConfig) -> None:
+    """The LoRA and upscale-model lists as the configured "disk" holds them.
+
+    LoraLoader's list is 0.3.x's `[[names], {...}]`, UpscaleModelLoader's the newer
+    `["COMBO", {"options": [...]}]`, exactly as the captured 0.3.64 answers them.
+    """
+    info["LoraLoader"]["input"]["required"]["lora_name"][0] = list(config.loras)
+    info["UpscaleModelLoader"]["input"]["required"]["model_name"][1]["options"] = list(config.upscale_models)
+
+
+def _upscale_model_factor(name: str) -> int:
+    """The factor an upscale model is named for (`4x-UltraSharp` → 4, `RealESRGAN_x2` → 2); 4 otherwise."""
+    import re  # local: keeps this block separate from the module's imports (parallel work merges)
+
+    match = re.search(r"(?:^|[^0-9])([1-8])x|x([1-8])(?:[^0-9]|$)", name, flags=re.IGNORECASE)
+    return int(match.group(1) or match.group(2)) if match else 4
+
+
+def _run_workflow_node(class_type: str, inputs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The nodes of the LoRA, hires-fix and upscale workflows; None for other classes.
+
+    Sizes follow ComfyUI: LatentUpscaleBy scales the latent (1/8 of the picture) and rounds,
+    ImageScaleBy rounds the picture's size, a model upscales by the factor in its name.
+    """
+    if class_type == "LoraLoader":
+        lora = {"lora": inputs["lora_name"], "strength": (inputs["strength_model"], inputs["strength_clip"])}
+        return ({**inputs["model"], **lora}, {**inputs["clip"], **lora})
+    if class_type == "LatentUpscaleBy":
+        src: ImageBatch = inputs["samples"]
+        scale = float(inputs["scale_by"])
+        w, h = round(src.width // 8 * scale) * 8, round(src.height // 8 * scale) * 8
+        return (ImageBatch(w, h, list(src.colours), latent=True),)
+    if class_type == "ImageScaleBy":
+        src = inputs["image"]
+        scale = float(inputs["scale_by"])
+        return (ImageBatch(max(1, round(src.width * scale)), max(1, round(src.height * scale)), list(src.colours)),)
+    if class_type == "UpscaleModelLoader":
+        return ({"upscale_model": inputs["model_name"], "factor": _upscale_model_factor(inputs["model_name"])},)
+    if class_type == "ImageUpscaleWithModel":
+        src, factor = inputs["image"], int(inputs["upscale_model"]["factor"])
+        return (ImageBatch(src.width * factor, src.height * factor, list(src.colours)),)
+    return None
 
 
 def _scaled_size(src: ImageBatch, width: int, height: int) -> tuple[int, int]:

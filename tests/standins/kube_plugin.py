@@ -51,12 +51,13 @@ REAL_CLUSTER_ENV = "COMFYKUBE_E2E_REAL_CLUSTER"
 def fallback_imagejob_crd() -> dict[str, Any]:
     """A small, permissive ImageJob CRD used until ``crds/imagejob.yaml`` exists.
 
-    Printer columns: Phase, Progress, Images, Age; with ``-o wide`` also Seed, URL, Prompt.
+    Printer columns: Phase, Progress, Images, Reason, Age; with ``-o wide`` also Seed, URL, Prompt.
     """
     columns = [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.value"},
         {"name": "Images", "type": "integer", "jsonPath": ".status.imageCount"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.reason"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Seed", "type": "integer", "jsonPath": ".status.seed", "priority": 1},
         {"name": "URL", "type": "string", "jsonPath": ".status.images[0].url", "priority": 1},

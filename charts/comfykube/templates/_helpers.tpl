@@ -82,7 +82,42 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "comfykube.discoveryNamespace" -}}
+{{- if .Values.comfyui.enabled }}
+{{- .Release.Namespace }}
+{{- else }}
 {{- default .Release.Namespace .Values.comfyui.discovery.namespace }}
+{{- end }}
+{{- end }}
+
+{{/* Backend discovery is on when asked for, and always for the chart's own ComfyUI (its replicas). */}}
+{{- define "comfykube.discoveryEnabled" -}}
+{{- if or .Values.comfyui.enabled .Values.comfyui.discovery.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "comfykube.discoveryService" -}}
+{{- if .Values.comfyui.enabled }}
+{{- include "comfykube.fullname" . }}-comfyui
+{{- else }}
+{{- .Values.comfyui.discovery.service }}
+{{- end }}
+{{- end }}
+
+{{/* The ComfyUI URL the operator and bot use: the chart's own ComfyUI Service when enabled. */}}
+{{- define "comfykube.comfyuiUrl" -}}
+{{- if .Values.comfyui.enabled }}
+{{- printf "http://%s-comfyui.%s.svc.cluster.local:%d" (include "comfykube.fullname" .) .Release.Namespace (int .Values.comfyui.port) }}
+{{- else }}
+{{- .Values.comfyui.url }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of S3: the chart's own MinIO Service when enabled. */}}
+{{- define "comfykube.minioEndpoint" -}}
+{{- if .Values.minio.enabled }}
+{{- printf "%s-minio.%s.svc.cluster.local:9000" (include "comfykube.fullname" .) .Release.Namespace }}
+{{- else }}
+{{- .Values.minio.endpoint }}
+{{- end }}
 {{- end }}
 
 {{/* Whether the metrics Service is rendered (asked for directly or implied by the ServiceMonitor). */}}
@@ -101,7 +136,7 @@ images, mints fresh links). The credentials are only ever secretKeyRefs to minio
 */}}
 {{- define "comfykube.storageEnv" -}}
 - name: MINIO_ENDPOINT
-  value: {{ .Values.minio.endpoint | quote }}
+  value: {{ include "comfykube.minioEndpoint" . | quote }}
 {{- with .Values.minio.publicEndpoint }}
 - name: MINIO_PUBLIC_ENDPOINT
   value: {{ . | quote }}
@@ -109,7 +144,7 @@ images, mints fresh links). The credentials are only ever secretKeyRefs to minio
 - name: MINIO_BUCKET
   value: {{ .Values.minio.bucket | quote }}
 - name: MINIO_SECURE
-  value: {{ .Values.minio.secure | toString | quote }}
+  value: {{ and .Values.minio.secure (not .Values.minio.enabled) | toString | quote }}
 {{- with .Values.minio.region }}
 - name: MINIO_REGION
   value: {{ . | quote }}
@@ -147,7 +182,19 @@ images, mints fresh links). The credentials are only ever secretKeyRefs to minio
 {{- if and .Values.bot.enabled (eq (int .Values.bot.healthPort) (int .Values.bot.metricsPort)) }}
 {{- fail "bot.healthPort and bot.metricsPort must differ" }}
 {{- end }}
-{{- if and .Values.comfyui.discovery.enabled (not .Values.comfyui.discovery.service) }}
+{{- if and .Values.comfyui.enabled (not .Values.comfyui.image.repository) }}
+{{- fail "comfyui.image.repository is required when comfyui.enabled is true: there is no official ComfyUI image, choose one (see docs/helm.md, \"ComfyUI from this chart\")" }}
+{{- end }}
+{{- if and .Values.comfyui.discovery.enabled (not .Values.comfyui.enabled) (not .Values.comfyui.discovery.service) }}
 {{- fail "comfyui.discovery.service is required when comfyui.discovery.enabled is true" }}
+{{- end }}
+{{- end }}
+
+{{- define "comfykube.comfyuiImage" -}}
+{{- $img := .Values.comfyui.image }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $img.repository $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $img.repository (default "latest" $img.tag) }}
 {{- end }}
 {{- end }}

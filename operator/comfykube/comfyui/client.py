@@ -24,7 +24,6 @@ from comfykube.clock import REAL_CLOCK, Clock
 from comfykube.comfyui.download import DEFAULT_MAX_BYTES, download_image
 from comfykube.comfyui.errors_text import (
     describe_prompt_rejection,
-    format_allowed,
     needs_allowed_values,
     not_offered,
 )
@@ -41,8 +40,11 @@ from comfykube.comfyui.models import (
     PromptPhase,
     PromptState,
     QueueSnapshot,
+    UploadedImage,
 )
+from comfykube.comfyui.schema import ServerChoice, combo_values, input_spec
 from comfykube.comfyui.transport import (
+    describe_transport_error,
     json_body,
     make_http_client,
     normalize_base_url,
@@ -50,7 +52,7 @@ from comfykube.comfyui.transport import (
     status_text,
     unavailable,
 )
-from comfykube.errors import ComfyUIUnavailable, DownloadFailed, PreflightFailed, PromptRejected
+from comfykube.errors import ComfyUIUnavailable, PreflightFailed, PromptRejected
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,22 @@ class ComfyClient:
         self._checkpoints = (now, names)
         return list(names)
 
+    async def models_in(self, folder: str) -> list[str]:
+        """File names in one of ComfyUI's model folders (`/models/{folder}`, e.g. `loras`).
+
+        A ComfyUI without that folder answers 404: that is an empty list, not an outage.
+        """
+        url = self.url(f"/models/{quote(folder, safe='')}")
+        response = await request(self.http, "GET", url)
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise unavailable("GET", url, f"answered {status_text(response)}")
+        body = json_body(response, "GET", url)
+        if not isinstance(body, list):
+            raise unavailable("GET", url, "answered something other than a list")
+        return [str(name) for name in body]
+
     async def object_info(self, class_type: str) -> dict[str, Any]:
         """`/object_info/{class}` for one node class, cached for `object_info_ttl` clock seconds.
 
@@ -214,6 +232,13 @@ class ComfyClient:
         info = info if isinstance(info, dict) else {}
         self._object_info[class_type] = (now, info)
         return info
+
+    async def node_schemas(self) -> dict[str, Any]:
+        """`/object_info` for every node class (not cached: a check asks for it once)."""
+        body = await self._get_json("/object_info")
+        if not isinstance(body, dict):
+            raise unavailable("GET", self.url("/object_info"), "answered something other than an object")
+        return body
 
     async def input_options(self, class_type: str, input_name: str) -> list[str] | None:
         """The allowed values of an enum input (e.g. KSampler.sampler_name), None if not an enum."""
@@ -235,12 +260,25 @@ class ComfyClient:
             )
         return samplers, schedulers
 
-    async def preflight(self, checkpoint: str | None, sampler: str | None, scheduler: str | None) -> None:
+    async def preflight(
+        self,
+        checkpoint: str | None,
+        sampler: str | None,
+        scheduler: str | None,
+        *,
+        choices: Sequence[ServerChoice] = (),
+    ) -> None:
         """Check values against what THIS ComfyUI offers; PreflightFailed names the bad one.
 
-        `None` skips a check (e.g. the workflow's default checkpoint).
+        `None` skips a check (e.g. the workflow's default checkpoint). `choices` are
+        workflow parameters whose allowed values come from the server (LoRA names,
+        upscale models, ControlNets): each must be in `/object_info/<class>`'s list.
         """
         problems: list[str] = []
+        for choice in choices:
+            problem = await self._choice_problem(choice)
+            if problem is not None:
+                problems.append(problem)
         if sampler is not None or scheduler is not None:
             samplers, schedulers = await self.sampler_options()
             if sampler is not None and sampler not in samplers:
@@ -259,6 +297,29 @@ class ComfyClient:
                     problems.append(f"checkpoint {checkpoint!r} is not installed: this ComfyUI has no checkpoints")
         if problems:
             raise PreflightFailed("; ".join(problems))
+
+    async def _choice_problem(self, choice: ServerChoice) -> str | None:
+        """Why `choice` is not offered by this ComfyUI (asking again once before refusing), or None."""
+        for fresh in (False, True):
+            if fresh:
+                self._object_info.pop(choice.class_type, None)  # maybe installed since the cache filled
+            info = await self.object_info(choice.class_type)
+            if not info:
+                if fresh:
+                    return f"{choice.label}: node {choice.class_type} is not installed on this ComfyUI"
+                continue
+            spec = input_spec(info, choice.input)
+            allowed = combo_values(spec) if spec is not None else None
+            if allowed is None:
+                if fresh:
+                    return f"{choice.label}: {choice.class_type} on this ComfyUI lists no choices for {choice.input}"
+                continue
+            if choice.value in allowed:
+                return None
+        label = f"{choice.label} ({choice.class_type}.{choice.input})"
+        if not allowed:
+            return f"{label} {choice.value!r} is not installed: this ComfyUI offers none"
+        return not_offered(label, choice.value, allowed)
 
     # ---------------------------------------------------------------- submission
 
@@ -379,6 +440,50 @@ class ComfyClient:
             poll_first=poll_first,
         )
 
+    # ----------------------------------------------------------------- uploads
+
+    async def upload_image(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        filename: str,
+        subfolder: str = "",
+        content_type: str = "application/octet-stream",
+    ) -> UploadedImage:
+        """POST /upload/image (multipart, streamed from `path`) into `subfolder` of ComfyUI's input folder.
+
+        `overwrite=false`: ComfyUI keeps a same-named file with the same bytes and answers
+        the same name, and renames one with other bytes (`init (1).png`, capture 85), so the
+        name it answers is the one to use in LoadImage (`UploadedImage.load_name`).
+        ComfyUI stores anything (capture 86): check the file before uploading it.
+        """
+        url = self.url("/upload/image")
+        data = {"type": "input", "subfolder": subfolder, "overwrite": "false"}
+        try:
+            # The file is read in chunks while the request streams; never whole in memory.
+            with open(path, "rb") as handle:  # noqa: ASYNC230 - local file, read one chunk at a time
+                response = await self.http.post(
+                    url,
+                    data=data,
+                    files={"image": (filename, handle, content_type)},
+                    timeout=self.download_timeout,
+                )
+        except httpx.HTTPError as exc:
+            raise unavailable("POST", url, describe_transport_error(exc)) from None
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise unavailable("POST", url, f"answered {status_text(response)}")
+        if response.status_code != 200:
+            raise PromptRejected(f"ComfyUI refused the upload of {filename!r}: POST /upload/image answered "
+                                 f"{status_text(response)}")
+        body = json_body(response, "POST", url)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"]:
+            raise unavailable("POST", url, "answered JSON without the stored file's name")
+        return UploadedImage(
+            name=body["name"],
+            subfolder=str(body.get("subfolder") or ""),
+            type=str(body.get("type") or "input"),
+        )
+
     # --------------------------------------------------------------- downloads
 
     async def download(
@@ -398,31 +503,6 @@ class ComfyClient:
             max_bytes=self.max_download_bytes,
             http_timeout=self.download_timeout,
         )
-
-    async def download_all(
-        self,
-        entry: HistoryEntry,
-        dest_dir: str | os.PathLike[str],
-        *,
-        expected_size: tuple[int, int] | None = None,
-    ) -> list[DownloadedImage]:
-        """Every `type: output` image of `entry` (temp previews skipped); all or nothing.
-
-        On a failure the files already fetched are deleted and the error is raised.
-        """
-        images = entry.output_images
-        if not images:
-            kinds = format_allowed(sorted({image.type for image in entry.images}))
-            raise DownloadFailed(f"prompt {entry.prompt_id} produced no output images (found: {kinds})")
-        done: list[DownloadedImage] = []
-        try:
-            for image in images:
-                done.append(await self.download(image, dest_dir, expected_size=expected_size))
-        except BaseException:
-            for item in done:
-                item.path.unlink(missing_ok=True)
-            raise
-        return done
 
     # ---------------------------------------------------------------- cleanup
 

@@ -1,48 +1,36 @@
-"""Fetch one output image from `/view`, streamed to disk and checked. Nothing else.
+"""Fetch one output file from `/view`, streamed to disk and checked. Nothing else.
 
 Checks, each refusing with DownloadFailed naming the file: status 200, not an
 HTML page, a non-empty body whose length matches Content-Length (a cut-off
-stream is caught here), PNG/JPEG/WebP magic bytes, and — reading only the
-header with Pillow — the expected pixel size. Memory stays bounded (one chunk)
-whatever the size; the SHA-256 is computed while streaming. A failed download
-leaves no file behind.
+stream is caught here), then the checks of its kind (`media.py`: magic bytes,
+a full Pillow decode of pictures and animations, container structure of
+video and audio) and, for a still picture, the expected pixel size. Memory
+stays bounded (one chunk) whatever the size; the SHA-256 is computed while
+streaming; the decode runs in a thread. A failed download leaves no file behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 
+from comfykube.comfyui.media import HEAD_BYTES, check_media
 from comfykube.comfyui.models import DownloadedImage, OutputImage
 from comfykube.comfyui.transport import describe_transport_error, status_text, unavailable
 from comfykube.errors import ComfyUIUnavailable, DownloadFailed
+from comfykube.types import OutputKind
 
 #: Refuse anything larger: a 2048x2048 PNG is ~12 MB; this leaves room for odd workflows.
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 CHUNK = 64 * 1024
-
-_MAGIC: tuple[tuple[bytes, str, str, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png", ".png", "PNG"),
-    (b"\xff\xd8\xff", "image/jpeg", ".jpg", "JPEG"),
-)
-
-
-def sniff(head: bytes) -> tuple[str, str, str] | None:
-    """`(content_type, extension, pillow_format)` from the first bytes, or None if not an image we keep."""
-    for magic, content_type, ext, fmt in _MAGIC:
-        if head.startswith(magic):
-            return content_type, ext, fmt
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp", ".webp", "WEBP"
-    return None
-
 
 def view_params(image: OutputImage) -> dict[str, str]:
     """The `/view` query; httpx encodes every value (spaces, `&`, `#`, unicode, subfolders)."""
@@ -102,8 +90,8 @@ async def download_image(
                     async for chunk in response.aiter_raw(CHUNK):
                         if not chunk:
                             continue
-                        if len(head) < 16:
-                            head += chunk[: 16 - len(head)]
+                        if len(head) < HEAD_BYTES:
+                            head += chunk[: HEAD_BYTES - len(head)]
                         received += len(chunk)
                         if received > max_bytes:
                             raise DownloadFailed(f"image {name!r} is larger than {max_bytes} bytes")
@@ -119,26 +107,31 @@ async def download_image(
             raise DownloadFailed(f"image {name!r}: /view answered an empty body")
         if declared is not None and received != declared:
             raise DownloadFailed(f"image {name!r} was cut off: got {received} of {declared} bytes (Content-Length)")
-        kind = sniff(head)
-        if kind is None:
-            raise DownloadFailed(
-                f"image {name!r} is not a PNG, JPEG or WebP (starts with {head[:8].hex() or 'nothing'})"
-            )
-        content_type, ext, fmt = kind
-        width, height = _dimensions(temp, fmt, name)
-        if expected_size is not None and (width, height) != tuple(expected_size):
+        media = await asyncio.to_thread(check_media, temp, head, name)
+        if media.kind is OutputKind.IMAGE and image.animated:
+            # An animation of identical frames is stored as one frame by the encoder; ComfyUI's
+            # flag still says what the node made.
+            media = replace(media, kind=OutputKind.ANIMATION, frames=media.frames or 1)
+        width, height = media.width, media.height
+        if (
+            expected_size is not None
+            and media.kind is OutputKind.IMAGE
+            and (width, height) != tuple(expected_size)
+        ):
             raise DownloadFailed(f"image {name!r} is {width}x{height}, expected {expected_size[0]}x{expected_size[1]}")
-        final = temp.with_suffix(ext)
+        final = temp.with_suffix("." + media.ext)
         os.replace(temp, final)
         ok = True
         return DownloadedImage(
             path=final,
             bytes=received,
             sha256=digest.hexdigest(),
-            content_type=content_type,
+            content_type=media.content_type,
             width=width,
             height=height,
             source=image,
+            kind=media.kind,
+            frames=media.frames,
         )
     finally:
         if not ok:
@@ -157,15 +150,3 @@ def _content_length(response: httpx.Response, name: str) -> int | None:
     if value == 0:
         raise DownloadFailed(f"image {name!r}: /view answered an empty body (Content-Length: 0)")
     return value
-
-
-def _dimensions(path: Path, fmt: str, name: str) -> tuple[int, int]:
-    """Width and height from the header only (Pillow's open is lazy; no pixel decode)."""
-    try:
-        with Image.open(path, formats=[fmt]) as img:
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DownloadFailed(f"image {name!r} does not decode as {fmt}: {exc}") from None
-    if width <= 0 or height <= 0:
-        raise DownloadFailed(f"image {name!r} has no pixels ({width}x{height})")
-    return width, height

@@ -5,6 +5,9 @@ Facts this relies on (recorded from ComfyUI 0.3.64):
   ran or forgot; only `/queue` tells those apart.
 - A failed run and an interrupted run both say `status_str: "error"`; the last
   message (`execution_error` / `execution_interrupted`) says which.
+- Outputs are listed per node under `images` (stills, animated WebP, SaveVideo),
+  `audio` (SaveAudio) or, for custom nodes, `gifs`/`videos`; each entry says
+  `type: output` or `type: temp` (previews).
 - `/queue`'s pending list is not sorted; order is by `number` (front=true
   prompts get negative numbers).
 """
@@ -22,6 +25,11 @@ from comfykube.comfyui.models import (
     QueueSnapshot,
 )
 from comfykube.errors import ExecutionFailed, Interrupted
+
+#: The lists of a node's UI output that name files: core savers (`images`, also for
+#: SaveAnimatedWEBP and SaveVideo, captures 91, 93), SaveAudio (`audio`), custom video
+#: nodes such as VideoHelperSuite's VHS_VideoCombine (`gifs`) and others (`videos`).
+OUTPUT_LISTS = ("images", "gifs", "videos", "audio")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -46,16 +54,25 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
     for node_id, output in outputs.items():
         if not isinstance(output, dict):
             continue
-        for image in output.get("images") or ():
-            if isinstance(image, dict) and image.get("filename"):
-                images.append(
-                    OutputImage(
-                        filename=str(image["filename"]),
-                        subfolder=str(image.get("subfolder") or ""),
-                        type=str(image.get("type") or "output"),
-                        node_id=str(node_id),
+        flags = output.get("animated")
+        flags = flags if isinstance(flags, list) else []
+        for listed_under in OUTPUT_LISTS:
+            items = output.get(listed_under)
+            for position, image in enumerate(items if isinstance(items, list) else ()):
+                if isinstance(image, dict) and image.get("filename"):
+                    images.append(
+                        OutputImage(
+                            filename=str(image["filename"]),
+                            subfolder=str(image.get("subfolder") or ""),
+                            type=str(image.get("type") or "output"),
+                            node_id=str(node_id),
+                            listed_under=listed_under,
+                            # `animated` runs parallel to `images` (captures 91, 93).
+                            animated=listed_under == "images"
+                            and position < len(flags)
+                            and flags[position] is True,
+                        )
                     )
-                )
     prompt = raw.get("prompt")
     number = prompt[0] if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float) else None
     status_str = status.get("status_str")

@@ -30,8 +30,6 @@ class Watch:
     def __init__(self, prompt_id: str) -> None:
         self.prompt_id = prompt_id
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        #: Whether the socket was up when the watch was opened (frames from the start are seen).
-        self.connected_at_start = False
 
     def _put(self, event: Event) -> None:
         self._queue.put_nowait(event)
@@ -171,9 +169,6 @@ class EventHub:
                 ) as ws:
                     self.connections += 1
                     delay = self.backoff
-                    for watchers in self._watches.values():
-                        for watch in watchers:
-                            watch.connected_at_start = True
                     self._connected.set()
                     self._attempt_finished()
                     if had_connection:

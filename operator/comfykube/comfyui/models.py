@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfykube.types import OutputKind
+
 
 @dataclass(frozen=True)
 class OutputImage:
@@ -22,6 +24,10 @@ class OutputImage:
     subfolder: str = ""
     type: str = "output"
     node_id: str = ""
+    #: Which list of the node's output named it: `images`, `gifs` (VideoHelperSuite), `videos`, `audio`.
+    listed_under: str = field(default="images", compare=False)
+    #: ComfyUI's `animated` flag for this entry (SaveAnimatedWEBP/PNG, SaveVideo).
+    animated: bool = field(default=False, compare=False)
 
     @property
     def is_output(self) -> bool:
@@ -31,6 +37,20 @@ class OutputImage:
     def describe(self) -> str:
         """`sub/name.png` for messages (the way people find it in ComfyUI's output dir)."""
         return f"{self.subfolder}/{self.filename}" if self.subfolder else self.filename
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    """What `/upload/image` answered: where ComfyUI stored the file (it may rename it)."""
+
+    name: str
+    subfolder: str = ""
+    type: str = "input"
+
+    @property
+    def load_name(self) -> str:
+        """The value for LoadImage's `image` input: `subfolder/name` (capture 87)."""
+        return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
 
 
 @dataclass(frozen=True)
@@ -194,7 +214,7 @@ ProgressCallback = Callable[[ProgressUpdate], Awaitable[None] | None]
 
 @dataclass(frozen=True)
 class DownloadedImage:
-    """An output image fetched and checked; `path` is a file in the caller's `dest_dir`.
+    """An output file (picture, animation, video, sound) fetched and checked; `path` is in `dest_dir`.
 
     The caller owns the file (uploads it, then deletes it).
     """
@@ -203,6 +223,8 @@ class DownloadedImage:
     bytes: int
     sha256: str
     content_type: str
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     source: OutputImage = field(compare=False)
+    kind: OutputKind = OutputKind.IMAGE
+    frames: int | None = None

@@ -80,10 +80,17 @@ class BackendPool:
         return max(0, state.queue_depth - self.scheduler.inflight.get(url, 0))
 
     def has_checkpoint(self, url: str, checkpoint: str | None) -> bool:
-        """False only when the backend's list is known and lacks the checkpoint."""
+        """Whether a job naming `checkpoint` may go to this backend.
+
+        A monitored backend whose list is not known yet (its first check is still under
+        way) is not eligible for a named checkpoint: sending the job there would fail its
+        preflight for good when another backend has the model.
+        """
         state = self.states.get(url)
-        if checkpoint is None or state is None or state.checkpoints is None:
+        if checkpoint is None or state is None:
             return True
+        if state.checkpoints is None:
+            return False
         return checkpoint in state.checkpoints
 
     def outage(self) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,12 @@ from comfykube.pipeline import Pipeline
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, make_store
 from comfykube.workflows import WorkflowLibrary
+
+log = logging.getLogger(__name__)
+
+#: Clients kept for backends that are no longer in the pool (discovery churn) before the
+#: least recently used are closed: the cache holds the pool plus at most this many.
+MAX_SPARE_CLIENTS = 4
 
 
 @dataclass
@@ -38,6 +46,7 @@ class OperatorContext:
     pool: BackendPool | None = None
     #: Namespaces watched (None: all), for the maintenance loop's own listing.
     namespaces: list[str] | None = None
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
     #: This operator's shard: only ImageJobs with these labels are its own.
     selector: Selector = field(default_factory=lambda: Selector.parse(None))
 
@@ -62,17 +71,53 @@ class OperatorContext:
         """A backend for calls that are not tied to one (the first known)."""
         return (self.scheduler.backends or self.settings.comfyui_urls)[0]
 
+    def known_backends(self) -> list[str]:
+        """The backends of the pool (configured, or discovered from the Service)."""
+        if self.scheduler.backends:
+            return list(self.scheduler.backends)
+        return [] if self.settings.comfyui_discovery_service else self.settings.comfyui_urls
+
+    def pool_backend(self, recorded: object) -> str | None:
+        """`recorded` (e.g. status.backend) when it names a backend of the pool, else None.
+
+        Status is data anyone with write access to the object can set: calling whatever
+        URL it names would let it point the operator at any host (cloud metadata, an
+        internal service). Only backends this deployment configured or discovered are used.
+        """
+        if not isinstance(recorded, str):
+            return None
+        url = recorded.strip().rstrip("/")
+        return url if url in self.known_backends() else None
+
     def client(self, backend: str) -> ComfyClient:
-        """The (lazily created) client of one backend."""
-        if backend not in self.clients:
-            self.clients[backend] = ComfyClient(
+        """The (lazily created, cached) client of one backend; the cache is bounded."""
+        client = self.clients.pop(backend, None)
+        if client is None:
+            client = ComfyClient(
                 backend,
                 client_id=self.client_id,
                 timeout=self.settings.comfyui_request_timeout,
                 clock=self.clock,
                 refused_grace=self.settings.comfyui_refused_grace,
             )
-        return self.clients[backend]
+        self.clients[backend] = client  # re-inserted: the dict's order is least recently used first
+        self._evict()
+        return client
+
+    def _evict(self) -> None:
+        """Close the least recently used clients of backends outside the pool beyond the spare allowance."""
+        known = set(self.known_backends())
+        stale = [url for url in self.clients if url not in known]
+        for url in stale[: max(0, len(stale) - MAX_SPARE_CLIENTS)]:
+            client = self.clients.pop(url)
+            self.pipelines.pop(url, None)
+            log.info("closing the client of %s (no longer in the pool)", url)
+            try:
+                task = asyncio.get_running_loop().create_task(client.aclose())
+            except RuntimeError:  # no loop (tests building a context): nothing is open yet
+                continue
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def pipeline(self, backend: str) -> Pipeline:
         """The pipeline bound to one backend (clients and store are shared)."""

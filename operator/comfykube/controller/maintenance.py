@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from comfykube.clock import parse_time, rfc3339
 from comfykube.controller.context import OperatorContext
-from comfykube.pipeline import parse_time, rfc3339
-from comfykube.types import TERMINAL_PHASES, Phase
+from comfykube.types import TERMINAL_PHASES, ImageJobStatus
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +42,18 @@ def track(ctx: OperatorContext, obj: dict[str, Any]) -> None:
     """Add or update a job in the index when it is finished (drop it otherwise)."""
     meta = obj.get("metadata") or {}
     key = (meta.get("namespace", ""), meta.get("name", ""))
-    status = obj.get("status") or {}
-    try:
-        phase = Phase(status.get("phase") or Phase.PENDING)
-    except ValueError:
-        phase = Phase.PENDING
-    if phase not in TERMINAL_PHASES or meta.get("deletionTimestamp"):
+    status = ImageJobStatus.from_wire(obj.get("status"))
+    if status.phase not in TERMINAL_PHASES or meta.get("deletionTimestamp"):
         ctx.finished.pop(key, None)
         return
-    images = status.get("images") or []
-    expiries = [parse_time(i.get("urlExpiresAt")) for i in images if i.get("urlExpiresAt")]
+    expiries = [parse_time(image.url_expires_at) for image in status.images]
+    ttl = (obj.get("spec") or {}).get("ttlSecondsAfterFinished")
     ctx.finished[key] = Finished(
         namespace=key[0],
         name=key[1],
-        completed_at=parse_time(status.get("completionTime")),
-        ttl=(obj.get("spec") or {}).get("ttlSecondsAfterFinished"),
-        keys=[i["key"] for i in images if i.get("key")],
+        completed_at=parse_time(status.completion_time),
+        ttl=ttl if isinstance(ttl, int) else None,
+        keys=[image.key for image in status.images if image.key],
         url_expires_at=min((e for e in expiries if e is not None), default=None),
     )
 
@@ -116,14 +112,15 @@ async def refresh_urls(ctx: OperatorContext, item: Finished) -> None:
     if obj is None:
         ctx.finished.pop((item.namespace, item.name), None)
         return
-    images = list((obj.get("status") or {}).get("images") or [])
-    for image in images:
-        url, expires_at = await ctx.store.presign(image["key"], ctx.settings.presign_expiry_seconds)
-        image["url"] = url
-        image["urlExpiresAt"] = rfc3339(expires_at) if expires_at else None
-    patch: dict[str, Any] = {"images": images}
-    if images:
-        patch["url"] = images[0]["url"]
-    updated = await ctx.api.patch_status(item.namespace, item.name, patch)
+    status = ImageJobStatus.from_wire(obj.get("status"))
+    images = []
+    for image in status.images:
+        url, expires_at = await ctx.store.presign(image.key, ctx.settings.presign_expiry_seconds)
+        expires = rfc3339(expires_at) if expires_at else None
+        images.append(image.model_copy(update={"url": url, "url_expires_at": expires}))
+    if not images:
+        return
+    fresh = status.model_copy(update={"images": images, "url": images[0].url})
+    updated = await ctx.api.patch_status(item.namespace, item.name, fresh.wire_fields({"images", "url"}))
     log.info("[%s/%s] refreshed %d presigned URL(s)", item.namespace, item.name, len(images))
     track(ctx, updated)

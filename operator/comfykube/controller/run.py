@@ -11,16 +11,16 @@ import kopf
 from aiohttp import web
 from pydantic import ValidationError
 
+from comfykube import tempfiles
 from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
 from comfykube.controller.shard import Selector
-from comfykube.settings import Settings
+from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
+from comfykube.settings import Settings, describe_settings_error
 from comfykube.types import API_GROUP, PLURAL
 
 log = logging.getLogger(__name__)
-
-FINALIZER = "comfykube.dev/finalizer"
 
 _state: dict[str, Any] = {}
 
@@ -29,9 +29,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings for a job-like resource (see docs/operator.md for why)."""
     settings.persistence.finalizer = FINALIZER
     # Keep kopf's bookkeeping out of .status: the status is ours and shown to users.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="comfykube.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="comfykube.dev", key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300  # silently dead streams reconnect
@@ -48,6 +48,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
+    await asyncio.to_thread(tempfiles.sweep)  # downloads a killed operator left behind
     ctx = await OperatorContext.create(Settings())
     ctx.namespaces = _state.get("namespaces")
     ctx.selector = _state.get("selector") or Selector.parse(None)
@@ -138,7 +139,7 @@ def run_operator(
         settings = Settings()
         parsed = Selector.parse(selector if selector is not None else settings.operator_selector)
     except ValidationError as exc:  # fail at start, naming the variable, not at the first job
-        print(f"comfykube operator: bad configuration:\n{exc}", file=sys.stderr)
+        print(f"comfykube operator: bad configuration: {describe_settings_error(exc)}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"comfykube operator: bad --selector: {exc}", file=sys.stderr)

@@ -17,17 +17,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfykube import metrics
+from comfykube.clock import now_rfc3339, parse_time
 from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
+from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
-from comfykube.controller.status import ObjectGone, StatusWriter
+from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
-from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status, now_rfc3339, parse_time
+from comfykube.names import LABEL_REQUESTER
+from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
 MAX_BACKOFF_SECONDS = 30.0
-REQUESTER_LABEL = "comfykube.dev/requester"
 
 
 def identity(body: dict[str, Any]) -> JobIdentity:
@@ -52,12 +54,8 @@ async def run_job(
     """
     job = identity(body)
     meta = body.get("metadata", {})
-    status: dict[str, Any] = dict(body.get("status") or {})
-    try:
-        phase = Phase(status.get("phase") or Phase.PENDING)
-    except ValueError:
-        phase = Phase.PENDING
-    if phase.terminal:
+    status = ImageJobStatus.from_wire(body.get("status"))
+    if status.phase.terminal:
         return
 
     async def patch(fields: dict[str, Any]) -> Any:
@@ -66,21 +64,24 @@ async def run_job(
     async def emit(type_: str, reason: str, message: str) -> None:
         await ctx.api.post_event(body, type_=type_, reason=reason, message=message)
 
-    writer = StatusWriter(patch, emit, generation=meta.get("generation"), status=status)
+    generation = meta.get("generation")
+    writer = StatusWriter(
+        patch, emit, generation=generation if isinstance(generation, int) else None, status=status, clock=ctx.clock
+    )
     try:
         spec = parse_spec(dict(body.get("spec") or {}))
     except InvalidSpec as exc:
         # The schema should have refused it; an API server that does not validate must not crash us.
         log.warning("invalid spec: %s", exc.message)
-        await _finish(ctx, body, writer, failed_status(exc, start_time=status.get("startTime")))
+        await _finish(ctx, body, writer, failed_status(exc, clock=ctx.clock, start_time=status.start_time))
         return
 
-    start_time = status.get("startTime") or now_rfc3339(ctx.clock)
+    start_time = status.start_time or now_rfc3339(ctx.clock)
     timeout = spec.timeout_seconds or ctx.settings.default_timeout_seconds
     deadline_at = (parse_time(start_time) or ctx.clock.now()) + timeout
-    if not status.get("startTime"):
+    if not status.start_time:
         # Goes out with the first status write (one write less per job in a burst).
-        writer.stage({"startTime": start_time})
+        writer.stage({"start_time": start_time})
 
     work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log))
     stop = asyncio.ensure_future(stopped())
@@ -112,21 +113,24 @@ async def _attempts(
 ) -> None:
     """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
     meta = body.get("metadata", {})
-    requester = (meta.get("labels") or {}).get(REQUESTER_LABEL, "")
+    requester = (meta.get("labels") or {}).get(LABEL_REQUESTER, "")
     created = parse_time(meta.get("creationTimestamp")) or 0.0
+    limit = spec.timeout_seconds or ctx.settings.default_timeout_seconds
     backoff = 1.0
+    #: The last retryable fault: a job that gives up at its deadline says what kept it.
+    last_error: JobError | None = None
     while True:
         status = writer.status
-        resume = ResumeState(seed=status.get("seed"), submissions=int(status.get("submissions") or 0))
+        resume = ResumeState(seed=status.seed, submissions=status.submissions)
         try:
             if ctx.clock.now() >= deadline_at:
-                limit = spec.timeout_seconds or ctx.settings.default_timeout_seconds
                 raise DeadlineExceeded(f"the job did not finish within {limit} s")
             result = await _one_attempt(ctx, spec, job, writer, resume, requester, created, deadline_at, log)
         except JobError as exc:
             if isinstance(exc, DeadlineExceeded):
                 await _cancel_quietly(ctx, job, writer, log)
             if exc.retryable and ctx.clock.now() < deadline_at:
+                last_error = exc
                 delay = min(backoff, MAX_BACKOFF_SECONDS, max(0.0, deadline_at - ctx.clock.now()))
                 log.warning("%s; retrying in %.0f s", exc, delay)
                 metrics.RETRIES.labels(exc.reason).inc()
@@ -135,26 +139,45 @@ async def _attempts(
                 backoff *= 2
                 continue
             if exc.retryable:
-                exc = DeadlineExceeded(f"gave up at the deadline: {exc.message}")
+                last_error = exc
                 await _cancel_quietly(ctx, job, writer, log)
+            if exc.retryable or (isinstance(exc, DeadlineExceeded) and last_error is not None):
+                cause = f"; last error: {last_error.message}" if last_error is not None else ""
+                exc = DeadlineExceeded(f"the job did not finish within {limit} s{cause}")
             log.warning("failed: %s", exc)
+            known = writer.status
             await _finish(
                 ctx,
                 body,
                 writer,
                 failed_status(
                     exc,
+                    clock=ctx.clock,
                     start_time=start_time,
-                    prompt_id=writer.status.get("promptId"),
-                    seed=writer.status.get("seed"),
-                    backend=writer.status.get("backend"),
-                    submissions=writer.status.get("submissions"),
+                    prompt_id=known.prompt_id,
+                    seed=known.seed,
+                    backend=known.backend,
+                    submissions=known.submissions,
                 ),
             )
             return
         result.start_time = start_time
-        await _finish(ctx, body, writer, result)
-        log.info("succeeded: %s", result.url)
+        try:
+            await _finish(ctx, body, writer, result)
+        except StatusNotWritten as exc:
+            # The images are stored but the status does not say so: claim nothing and keep
+            # the prompt in ComfyUI's history. The next attempt attaches to the finished
+            # prompt and stores it again (it never renders it again); it gets the job's
+            # timeout once more, since the render itself did finish in time.
+            delay = min(backoff, MAX_BACKOFF_SECONDS)
+            log.warning("%s; storing the result again in %.0f s", exc, delay)
+            await ctx.api.post_event(body, type_="Warning", reason="StatusNotWritten", message=str(exc))
+            await ctx.clock.sleep(delay)
+            backoff *= 2
+            deadline_at = max(deadline_at, ctx.clock.now() + limit)
+            continue
+        # The object keys, never the URL: a presigned URL is a bearer credential.
+        log.info("succeeded: %s", ", ".join(image.key for image in result.images))
         await ctx.pipeline(result.backend or ctx.default_backend()).release(job)
         return
 
@@ -162,7 +185,7 @@ async def _attempts(
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
     """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
     await writer.finish(status)
-    maintenance.track(ctx, {"metadata": body.get("metadata"), "spec": body.get("spec"), "status": writer.status})
+    maintenance.track(ctx, {"metadata": body.get("metadata"), "spec": body.get("spec"), "status": writer.status.wire()})
 
 
 async def _one_attempt(
@@ -175,10 +198,12 @@ async def _one_attempt(
     created: float,
     deadline_at: float,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> Any:
+) -> ImageJobStatus:
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
-    pinned = writer.status.get("backend") if resume.submissions else None
+    # Before a slot is taken: a job waiting for the job it chains from holds no backend.
+    resolved = await resolve_from_jobs(ctx.api, job.namespace, spec) if spec.images else {}
+    pinned = writer.status.backend if resume.submissions else None
     # Only a model the spec names restricts the backends; without one, any installed
     # checkpoint will do (the pipeline falls back to one the backend has).
     checkpoint = spec.model
@@ -198,7 +223,7 @@ async def _one_attempt(
         return pool is None or pool.has_checkpoint(backend, checkpoint)
 
     if not ctx.scheduler.has_room(eligible) and writer.phase == Phase.PENDING:
-        await writer.set({"phase": Phase.QUEUED.value, "message": "waiting for a free ComfyUI slot"})
+        await writer.set({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
 
     remaining = max(0.0, deadline_at - ctx.clock.now())
     waiting = asyncio.create_task(_explain_wait(ctx, writer)) if pool is not None else None
@@ -217,7 +242,8 @@ async def _one_attempt(
 
                 try:
                     return await ctx.pipeline(backend).run(
-                        spec, job, report=report, resume=resume, deadline_at=deadline_at
+                        spec, job, report=report, resume=resume, deadline_at=deadline_at,
+                        resolved_jobs=resolved,
                     )
                 except BackendRefused:
                     # Nothing listens there any more: drain it now, not at the next periodic check,
@@ -242,7 +268,7 @@ async def _explain_wait(ctx: OperatorContext, writer: StatusWriter) -> None:
         outage = ctx.pool.outage()
         if outage is not None and outage != said:
             said = outage
-            await writer.set({"phase": Phase.QUEUED.value, "reason": "ComfyUIUnavailable",
+            await writer.set({"phase": Phase.QUEUED, "reason": "ComfyUIUnavailable",
                               "message": f"waiting for a healthy ComfyUI backend: {outage}"})
         await ctx.clock.sleep(ctx.settings.backend_check_interval)
 
@@ -254,9 +280,13 @@ async def _cancel_quietly(
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> None:
     """Cancel the prompt in ComfyUI if it was submitted; log, never raise."""
-    if not writer.status.get("submissions"):
+    if not writer.status.submissions:
         return
-    backend = writer.status.get("backend") or ctx.default_backend()
+    recorded = writer.status.backend
+    backend = ctx.default_backend() if recorded is None else ctx.pool_backend(recorded)
+    if backend is None:
+        log.warning("not cancelling prompt %s: status.backend %r is not in the pool", job.prompt_id, recorded)
+        return
     try:
         await ctx.client(backend).cancel(job.prompt_id)
     except Exception as exc:  # best effort: the deadline failure is what matters

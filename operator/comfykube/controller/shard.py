@@ -18,8 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-#: The label the chart's shards use by convention.
-SHARD_LABEL = "comfykube.dev/shard"
+from comfykube.names import LABEL_SHARD as SHARD_LABEL
 
 _KEY = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"

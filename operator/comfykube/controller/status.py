@@ -3,6 +3,10 @@
 Progress arrives once per sampler step; writing each one would flood the API
 server. Phase changes are written at once (and announced with an Event);
 progress within a phase is coalesced to about one write per second per job.
+
+Everything goes through `ImageJobStatus` (types.py): changes are named by the
+model's fields, validated by it, and turned into camelCase by it. A transition
+is announced only after its write was confirmed by the API server.
 """
 
 from __future__ import annotations
@@ -17,21 +21,34 @@ from typing import Any
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube import metrics
-from comfykube.pipeline import PipelineEvent, now_rfc3339
-from comfykube.types import ImageJobStatus, Phase
+from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339
+from comfykube.pipeline import PipelineEvent
+from comfykube.types import Condition, ImageJobStatus, Phase, Progress
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, str], Awaitable[None]]  # (type, reason, message)
 Patcher = Callable[[dict[str, Any]], Awaitable[Any]]
 
+#: How often a terminal status is tried before the job is left for the next attempt.
+FINISH_ATTEMPTS = 5
+
 
 class ObjectGone(Exception):
     """The ImageJob no longer exists: stop working on it."""
 
 
-def succeeded_condition(phase: Phase, reason: str, message: str, generation: int | None,
-                        previous: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+class StatusNotWritten(Exception):
+    """The terminal status could not be written (every retry failed).
+
+    Nothing may claim the job finished: no Event, no history clean-up. The job
+    stays as it was last written, so the next attempt resumes it.
+    """
+
+
+def succeeded_condition(
+    phase: Phase, reason: str, message: str, generation: int | None, previous: list[Condition], *, now: str
+) -> list[Condition]:
     """The standard `Succeeded` condition (Knative/Tekton style) for a phase.
 
     Unknown while the job is on its way, True when it succeeded, False when it
@@ -39,19 +56,16 @@ def succeeded_condition(phase: Phase, reason: str, message: str, generation: int
     value changes, as Kubernetes conventions require.
     """
     value = {Phase.SUCCEEDED: "True", Phase.FAILED: "False", Phase.CANCELLED: "False"}.get(phase, "Unknown")
-    old = next((c for c in previous or [] if c.get("type") == "Succeeded"), None)
-    transition = old["lastTransitionTime"] if old and old.get("status") == value else now_rfc3339()
-    condition: dict[str, Any] = {
-        "type": "Succeeded",
-        "status": value,
-        "reason": reason or phase.value,
-        "message": message or "",
-        "lastTransitionTime": transition,
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    others = [c for c in previous or [] if c.get("type") != "Succeeded"]
-    return [*others, condition]
+    old = next((c for c in previous if c.type == "Succeeded"), None)
+    condition = Condition(
+        type="Succeeded",
+        status=value,
+        reason=reason or phase.value,
+        message=message or "",
+        last_transition_time=old.last_transition_time if old and old.status == value else now,
+        observed_generation=generation,
+    )
+    return [*(c for c in previous if c.type != "Succeeded"), condition]
 
 
 class StatusWriter:
@@ -63,14 +77,19 @@ class StatusWriter:
         emit: EventSink,
         *,
         generation: int | None,
-        status: dict[str, Any] | None = None,
+        status: ImageJobStatus | None = None,
+        clock: Clock = REAL_CLOCK,
         min_interval: float = 1.0,
+        retry_delay: float = 0.5,
     ) -> None:
         self._patch = patch
         self._emit = emit
         self.generation = generation
-        self.status: dict[str, Any] = dict(status or {})
+        #: The status as last confirmed by the API server.
+        self.status = status if status is not None else ImageJobStatus()
+        self.clock = clock
         self.min_interval = min_interval
+        self.retry_delay = retry_delay
         self._pending: dict[str, Any] = {}
         self._last_write = 0.0
         self._flusher: asyncio.Task[None] | None = None
@@ -79,25 +98,24 @@ class StatusWriter:
     @property
     def phase(self) -> Phase:
         """The phase as last written."""
-        try:
-            return Phase(self.status.get("phase") or Phase.PENDING)
-        except ValueError:
-            return Phase.PENDING
+        return self.status.phase
 
     async def set(self, fields: dict[str, Any], *, reason: str = "", message: str | None = None) -> None:
-        """Write fields now; a phase change also updates conditions and posts an Event."""
-        patch = dict(self._pending)
+        """Write fields (by `ImageJobStatus` attribute name) now; a phase change also updates
+        conditions and posts an Event."""
+        changes = dict(self._pending)
         self._pending.clear()
-        patch.update(fields)
+        changes.update(fields)
         old_phase = self.phase
-        new_phase = Phase(patch.get("phase", old_phase))
-        text = message if message is not None else patch.get("message", "")
-        if new_phase != old_phase or "conditions" not in self.status:
-            patch["conditions"] = succeeded_condition(
-                new_phase, reason or new_phase.value, text or "", self.generation, self.status.get("conditions")
+        new_phase = Phase(changes.get("phase", old_phase))
+        text = message if message is not None else changes.get("message") or ""
+        if new_phase != old_phase or not self.status.conditions:
+            changes["conditions"] = succeeded_condition(
+                new_phase, reason or new_phase.value, text, self.generation, self.status.conditions,
+                now=now_rfc3339(self.clock),
             )
-        await self._write(patch)
-        await self._announce(old_phase, new_phase, text or "", reason=reason or None)
+        await self._write(changes)
+        await self._announce(old_phase, new_phase, text, reason=reason or None)
 
     def stage(self, fields: dict[str, Any]) -> None:
         """Queue fields for the next write, without writing now."""
@@ -109,21 +127,21 @@ class StatusWriter:
             # The pipeline starts every attempt in Pending ("checking ComfyUI"); a job the
             # operator already queued must not appear to go backwards.
             event = dataclasses.replace(event, phase=self.phase)
-        fields: dict[str, Any] = {"phase": event.phase.value}
+        fields: dict[str, Any] = {"phase": event.phase}
         if event.message:
             fields["message"] = event.message
         for key, value in (
-            ("promptId", event.prompt_id),
+            ("prompt_id", event.prompt_id),
             ("seed", event.seed),
             ("backend", event.backend),
             ("submissions", event.submissions),
-            ("queuePosition", event.queue_position),
+            ("queue_position", event.queue_position),
         ):
             if value is not None:
                 fields[key] = value
         if event.progress is not None:
-            fields["progress"] = {"value": event.progress.value, "max": event.progress.max}
-            fields["progressText"] = f"{event.progress.value}/{event.progress.max}"
+            fields["progress"] = Progress(value=event.progress.value, max=event.progress.max)
+            fields["progress_text"] = f"{event.progress.value}/{event.progress.max}"
         if event.notice:
             await self.set(fields)
             await self._emit("Warning", event.notice, event.message)
@@ -132,7 +150,7 @@ class StatusWriter:
         if event.phase != self.phase:
             await self.set(fields, reason=event.phase.value)
             return
-        if fields.get("submissions") != self.status.get("submissions") and "submissions" in fields:
+        if "submissions" in fields and fields["submissions"] != self.status.submissions:
             await self.set(fields)  # a submission must be on record before anything else happens
             return
         self._pending.update(fields)
@@ -143,31 +161,41 @@ class StatusWriter:
             self._flusher = asyncio.create_task(self._flush_later(wait))
 
     async def finish(self, status: ImageJobStatus) -> None:
-        """Write a terminal status in full (with conditions) and announce it."""
+        """Write a terminal status in full (with conditions); announce it once it landed.
+
+        Raises `StatusNotWritten` when every attempt failed (`ObjectGone` when the job is
+        gone): the caller must then not act as if the job were finished.
+        """
         if self._flusher is not None:
             self._flusher.cancel()
         self._pending.clear()
         old = self.phase
-        data = status.wire()
-        data["imageCount"] = len(status.images)
-        if status.progress is not None:
-            data["progressText"] = f"{status.progress.value}/{status.progress.max}"
-        data.setdefault("queuePosition", None)
-        if status.phase != Phase.SUCCEEDED:
-            data.setdefault("progress", None)
-        data["conditions"] = succeeded_condition(
-            status.phase, status.reason or status.phase.value, status.message or "",
-            self.generation, self.status.get("conditions"),
-        )
-        for attempt in range(5):
+        final = status.with_derived().model_copy(update={
+            "conditions": succeeded_condition(
+                status.phase, status.reason or status.phase.value, status.message or "",
+                self.generation, self.status.conditions, now=now_rfc3339(self.clock),
+            ),
+        })
+        # Every field the terminal status sets, and the in-flight ones it must clear.
+        names = {name for name, value in final if value is not None}
+        names |= {"queue_position"} | ({"progress", "progress_text"} if status.phase != Phase.SUCCEEDED else set())
+        changes = {name: getattr(final, name) for name in names}
+        last: Exception | None = None
+        for attempt in range(FINISH_ATTEMPTS):
             try:
-                await self._write(data)
+                await self._write(changes)
                 break
             except ObjectGone:
                 raise
             except Exception as exc:  # the terminal status must land: retry a few times
-                log.warning("status write failed (%s); retrying", exc)
-                await asyncio.sleep(0.5 * 2**attempt)
+                last = exc
+                log.warning("terminal status write failed (%s); attempt %d of %d", exc, attempt + 1, FINISH_ATTEMPTS)
+                if attempt + 1 < FINISH_ATTEMPTS:
+                    await self.clock.sleep(self.retry_delay * 2**attempt)
+        else:
+            raise StatusNotWritten(
+                f"the {status.phase.value} status was not written after {FINISH_ATTEMPTS} attempts: {last}"
+            )
         await self._announce(old, status.phase, status.message or "", reason=status.reason)
 
     async def _flush_later(self, delay: float) -> None:
@@ -180,24 +208,22 @@ class StatusWriter:
             except Exception as exc:  # progress is best effort; the next write carries it
                 log.info("progress write failed: %s", exc)
 
-    async def _write(self, patch: dict[str, Any]) -> None:
-        if not patch:
+    async def _write(self, changes: dict[str, Any]) -> None:
+        if not changes:
             return
         if self.generation is not None:
-            patch["observedGeneration"] = self.generation
+            changes = {**changes, "observed_generation": self.generation}
         async with self._lock:
+            # Validated by the model: a wrong value fails here, not at the API server.
+            updated = ImageJobStatus.model_validate({**dict(self.status), **changes})
             try:
-                await self._patch(patch)
+                await self._patch(updated.wire_fields(changes))
             except ApiException as exc:
                 if exc.status == 404:
                     raise ObjectGone() from None
                 raise
             self._last_write = time.monotonic()
-            for key, value in patch.items():
-                if value is None:
-                    self.status.pop(key, None)
-                else:
-                    self.status[key] = value
+            self.status = updated
 
     async def _announce(self, old: Phase, new: Phase, message: str, reason: str | None = None) -> None:
         if old == new:

@@ -49,19 +49,7 @@ async def on_job_deleted(
         phase = Phase.PENDING
     uid = meta.get("uid")
     if not phase.terminal and uid and (status.get("submissions") or status.get("promptId")):
-        backend = status.get("backend") or ctx.default_backend()
-        error = await bounded(lambda: ctx.client(backend).cancel(uid))
-        if error is None:
-            log.info("cancelled prompt %s on %s", uid, backend)
-            await ctx.api.post_event(body, type_="Normal", reason="Cancelled", message="prompt cancelled in ComfyUI")
-        else:
-            log.warning("could not cancel prompt %s on %s: %s", uid, backend, error)
-            await ctx.api.post_event(
-                body,
-                type_="Warning",
-                reason="CancelFailed",
-                message=f"could not cancel the prompt in ComfyUI at {backend} ({error}); released anyway",
-            )
+        await _cancel(ctx, body, uid, status.get("backend"), log)
     if (spec.get("output") or {}).get("deleteWithJob"):
         prefix = job_prefix(meta.get("namespace", ""), meta.get("name", ""), uid or "")
         error = await bounded(lambda: ctx.store.delete_prefix(prefix))
@@ -73,3 +61,36 @@ async def on_job_deleted(
                 reason="CleanupFailed",
                 message=f"images under {prefix} were not deleted ({error}); released anyway",
             )
+
+
+async def _cancel(
+    ctx: OperatorContext,
+    body: dict[str, Any],
+    uid: str,
+    recorded: object,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Cancel the prompt on the backend status names, only if that backend is in the pool."""
+    backend = ctx.default_backend() if recorded is None else ctx.pool_backend(recorded)
+    if backend is None:
+        log.warning("not cancelling prompt %s: status.backend %r is not a backend of the pool", uid, recorded)
+        await ctx.api.post_event(
+            body,
+            type_="Warning",
+            reason="CancelSkipped",
+            message=f"status.backend {str(recorded)[:200]!r} is not one of this operator's ComfyUI backends; "
+            "nothing was cancelled there",
+        )
+        return
+    error = await bounded(lambda: ctx.client(backend).cancel(uid))
+    if error is None:
+        log.info("cancelled prompt %s on %s", uid, backend)
+        await ctx.api.post_event(body, type_="Normal", reason="Cancelled", message="prompt cancelled in ComfyUI")
+    else:
+        log.warning("could not cancel prompt %s on %s: %s", uid, backend, error)
+        await ctx.api.post_event(
+            body,
+            type_="Warning",
+            reason="CancelFailed",
+            message=f"could not cancel the prompt in ComfyUI at {backend} ({error}); released anyway",
+        )

@@ -44,6 +44,12 @@ class StorageError(JobError):
     retryable = False
 
 
+class ObjectTooLarge(JobError):
+    """An object read back (an input image) is larger than the caller allows."""
+
+    reason = "ObjectTooLarge"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What the store knows about one stored object."""
@@ -86,6 +92,10 @@ class ObjectStore(Protocol):
 
     async def stat(self, key: str) -> ObjectInfo | None:
         """Information about the object, or None if it does not exist."""
+        ...
+
+    async def fetch_to(self, key: str, dest: Path, *, max_bytes: int) -> int | None:
+        """Stream the object into `dest` (at most `max_bytes`, else ObjectTooLarge); its size, None if absent."""
         ...
 
     async def delete(self, key: str) -> None:

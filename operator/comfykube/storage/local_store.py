@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -13,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from comfykube.errors import StorageUnavailable, StorageVerificationFailed
-from comfykube.storage.base import CHUNK, ObjectInfo, check_key, check_local_file, check_prefix, user_metadata
+from comfykube.storage.base import (
+    CHUNK,
+    ObjectInfo,
+    ObjectTooLarge,
+    check_key,
+    check_local_file,
+    check_prefix,
+    user_metadata,
+)
 
 _META_DIR = ".comfykube-meta"
 
@@ -146,6 +155,31 @@ class LocalStore:
             )
 
         return await asyncio.to_thread(run)
+
+    async def fetch_to(self, key: str, dest: Path, *, max_bytes: int) -> int | None:
+        """Copy the object's file into `dest` in chunks; None when it does not exist."""
+        source = self._data_path(key)
+
+        def run() -> int | None:
+            try:
+                handle = open(source, "rb")
+            except (FileNotFoundError, IsADirectoryError):
+                return None
+            size = 0
+            with handle, open(dest, "wb") as out:
+                while chunk := handle.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ObjectTooLarge(f"object {key!r} is larger than {max_bytes} bytes")
+                    out.write(chunk)
+            return size
+
+        try:
+            return await asyncio.to_thread(run)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)  # also on cancellation: no await here
+            raise
 
     async def delete(self, key: str) -> None:
         """Remove the file and its sidecar; missing is fine."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,8 +20,10 @@ from minio.error import InvalidResponseError, S3Error, ServerError
 from comfykube.errors import JobError, StorageUnavailable, StorageVerificationFailed
 from comfykube.settings import Settings
 from comfykube.storage.base import (
+    CHUNK,
     SHA256_META,
     ObjectInfo,
+    ObjectTooLarge,
     StorageAccessDenied,
     StorageError,
     check_key,
@@ -328,6 +332,40 @@ class MinioStore:
             last_modified=obj.last_modified,
             metadata=user,
         )
+
+    async def fetch_to(self, key: str, dest: Path, *, max_bytes: int) -> int | None:
+        """GET the object into `dest` in chunks (never whole in memory); None when it does not exist."""
+        check_key(key)
+
+        def run() -> int:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise ObjectTooLarge(f"object {key!r} is {declared} bytes, more than {max_bytes}")
+                size = 0
+                with open(dest, "wb") as out:
+                    for chunk in response.stream(CHUNK):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ObjectTooLarge(f"object {key!r} is larger than {max_bytes} bytes")
+                        out.write(chunk)
+                return size
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return await self._call("read " + key, run)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code in _MISSING_CODES:
+                return None
+            raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dest)  # also on cancellation: no await here
+            raise
 
     async def delete(self, key: str) -> None:
         """Delete one object (S3 answers 204 for missing objects too)."""

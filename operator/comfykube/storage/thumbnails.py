@@ -1,0 +1,97 @@
+"""Thumbnails: a small WebP beside each stored image, made once when the image is stored.
+
+The web gallery shows these instead of resizing originals per request. The key is the
+original's with `.thumb.webp` in place of its extension (`ns/job/uid/0.png` →
+`ns/job/uid/0.thumb.webp`), so it lives under the job's prefix and goes with
+`output.deleteWithJob` like the image itself.
+
+Making a thumbnail is best effort: an image Pillow cannot read (a video, an odd format)
+or a failed upload leaves the job's result alone and only means "no thumbnail" (the
+gallery then shows the original). Pillow runs in a worker thread; nothing blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from comfykube import tempfiles
+from comfykube.errors import JobError
+from comfykube.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+#: Longest side of a thumbnail in pixels (grid cards show ~256 px; 2x for dense screens).
+MAX_SIDE = 384
+#: WebP quality: small files, good enough for a preview.
+QUALITY = 78
+#: Images larger than this many pixels are not decoded for a thumbnail (decompression bombs).
+MAX_SOURCE_PIXELS = 64_000_000
+CONTENT_TYPE = "image/webp"
+
+
+def thumbnail_key(key: str) -> str:
+    """`ns/job/uid/0.png` → `ns/job/uid/0.thumb.webp`."""
+    head, sep, tail = key.rpartition("/")
+    stem = tail.split(".", 1)[0] or tail
+    return f"{head}{sep}{stem}.thumb.webp"
+
+
+def render_thumbnail(source: Path, target: Path, max_side: int = MAX_SIDE) -> tuple[int, str]:
+    """Write a WebP preview of `source` to `target`; returns (bytes, sha256). Raises on unreadable input.
+
+    Blocking (Pillow): call it in a thread.
+    """
+    from PIL import Image
+
+    with Image.open(source) as img:
+        if img.width * img.height > MAX_SOURCE_PIXELS:
+            raise ValueError(f"{img.width}x{img.height} is too large to preview")
+        img.seek(0)  # first frame of an animation
+        # Keep transparency where there is some; everything else becomes plain RGB.
+        frame = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+        frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        frame.save(target, "WEBP", quality=QUALITY, method=4)
+    data = target.read_bytes()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+async def store_thumbnail(
+    store: ObjectStore,
+    source: Path,
+    key: str,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    tmp_dir: Path | None = None,
+    content_type: str = "image/png",
+) -> str | None:
+    """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
+
+    Never raises for a bad image or a storage problem: the image itself is stored and
+    verified already, a missing preview must not fail the job. Outputs that are not
+    pictures (`content_type` not image/*: videos, sounds) get none.
+    """
+    if not content_type.startswith("image/"):
+        return None
+    thumb = thumbnail_key(key)
+    with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
+        target = Path(tmp) / "thumb.webp"
+        try:
+            size, sha256 = await asyncio.to_thread(render_thumbnail, source, target)
+        except Exception as exc:  # Pillow raises many kinds for unreadable input
+            log.info("no thumbnail for %s: %s", key, exc)
+            return None
+        try:
+            await store.put_verified(
+                thumb, target, size=size, sha256=sha256, content_type=CONTENT_TYPE, metadata=metadata
+            )
+        except (JobError, OSError, ValueError) as exc:
+            log.warning("could not store the thumbnail of %s: %s", key, exc)
+            return None
+    return thumb
+
+
+__all__ = ["CONTENT_TYPE", "MAX_SIDE", "render_thumbnail", "store_thumbnail", "thumbnail_key"]
