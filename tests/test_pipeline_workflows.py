@@ -22,7 +22,7 @@ from comfykube.errors import InvalidSpec, PreflightFailed
 from comfykube.pipeline import JobIdentity, Pipeline
 from comfykube.settings import DEFAULT_WORKFLOWS_DIR
 from comfykube.storage import MinioStore
-from comfykube.types import ImageJobSpec, Phase
+from comfykube.types import ImageJobSpec, Phase, parse_spec
 from comfykube.workflows import WorkflowLibrary
 
 WORKFLOWS = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR])
@@ -175,3 +175,19 @@ async def test_standin_lists_loras_and_upscale_models_in_the_real_shapes(comfyui
     assert lora["input"]["required"]["lora_name"][0] == folders[0] == ["detail-tweaker.safetensors",
                                                                          "styles/ink wash.safetensors"]
     assert upscale["input"]["required"]["model_name"] == ["COMBO", {"multiselect": False, "options": folders[1]}]
+
+
+async def test_an_upscale_model_the_server_lacks_fails_in_preflight_before_the_image_is_fetched(
+    pipeline: Pipeline, comfyui: Any
+) -> None:
+    """UpscaleModelLoader lists its choices in the newer `["COMBO", {"options"}]` shape; preflight reads it."""
+    spec = parse_spec({
+        "prompt": "bigger", "workflow": "upscale_model", "inputs": {"upscaleModel": "8x-nope.pth"},
+        # Never fetched: preflight refuses first (the address is unresolvable anyway).
+        "images": [{"name": "init", "url": "https://images.invalid/photo.png"}],
+    })
+    with pytest.raises(PreflightFailed) as caught:
+        await pipeline.run(spec, new_job())
+    assert "upscaleModel (UpscaleModelLoader.model_name) '8x-nope.pth' is not offered" in caught.value.message
+    assert "4x-UltraSharp.pth, RealESRGAN_x2.pth" in caught.value.message
+    assert submissions(comfyui) == 0 and comfyui.stats()["uploads"] == []
