@@ -215,7 +215,7 @@ def test_readme_kubernetes_commands_work_against_the_api(kube_api: KubeApi) -> N
     out = kube_api.kubectl(*get_wide.split()[1:]).stdout
     header = out.splitlines()[0].split()
     assert header[:6] == ["NAME", "PHASE", "PROGRESS", "IMAGES", "REASON", "AGE"]
-    assert header[6:] == ["SEED", "URL", "PROMPT"]
+    assert header[6:] == ["SEED", "MODEL", "URL", "PROMPT"]
     assert any(line.startswith(name) for line in out.splitlines()[1:])
     # The CRD the README applies is the one `comfykube crd` prints (its "or:").
     printed = subprocess.run([sys.executable, "-m", "comfykube.cli", "crd"], capture_output=True, text=True,

@@ -116,7 +116,7 @@ def test_img2img_from_a_url_then_upscale_from_that_job(
     assert f"comfykube/{uid}/init.jpg" in uploads
     assert f"comfykube/{chained['metadata']['uid']}/init.png" in uploads  # the stored PNG of the first job
     table = cluster.kubectl("get", "ij", "-n", namespace).stdout
-    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "AGE"]
+    assert table.split("\n")[0].split() == ["NAME", "PHASE", "PROGRESS", "IMAGES", "REASON", "AGE"]
 
 
 def test_an_unknown_from_job_fails_clearly_with_nothing_submitted(
