@@ -11,7 +11,7 @@
      submit  POST /prompt sent → the stand-in starts executing
      known   the stand-in finished → the pipeline knows the outputs (WS frame + /history)
      dl      /view download with the sha256 computed as bytes arrive (minus checks)
-     checks  image header decode and dimension check
+     checks  media checks: format, header decode, dimensions (in a thread)
      store   upload + read-back verification + presign
      rest    what is left: status reports, temp files, building the result
 2. a burst of 20 (a) jobs, 4 in flight: wall time ÷ the time ComfyUI spent executing them
@@ -99,7 +99,7 @@ class Probe:
         self._span(comfy, "download", "dl")
         self._span(store, "put_verified", "store")
         self._span(store, "presign", "store")
-        original = download_module._dimensions
+        original = download_module.check_media
 
         def dimensions(*args: Any) -> Any:
             started = time.time()
@@ -109,7 +109,7 @@ class Probe:
                 if self.current:
                     self.stamps[self.current]["checks"] += time.time() - started
 
-        download_module._dimensions = dimensions  # type: ignore[assignment]
+        download_module.check_media = dimensions  # type: ignore[assignment]
         self.hook(comfy.http)
 
     def hook(self, http: httpx.AsyncClient) -> None:

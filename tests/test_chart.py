@@ -618,11 +618,13 @@ def test_all_namespaces_gets_a_cluster_role(chart: helm.Chart) -> None:
 
 @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if SCENARIOS[s].get("bot", {}).get("enabled")])
 def test_bot_rbac_is_exactly_what_the_bot_does(chart: helm.Chart, scenario: str) -> None:
-    """jobs.py: create, get, list, watch, merge-patch annotations (claim/record), delete; no status, no events."""
+    """jobs.py: create, get, list, watch, merge-patch annotations (claim/record), delete; prefs.py: ConfigMaps."""
     docs, _ = render(chart, scenario)
     (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-bot")]
     assert verbs_for(role["rules"], "comfykube.dev", "imagejobs") == BOT_VERBS
-    assert {res for rule in role["rules"] for res in rule["resources"]} == {"imagejobs"}
+    assert {res for rule in role["rules"] for res in rule["resources"]} == {"imagejobs", "configmaps"}
+    # /settings (prefs.py): read, create, replace with resourceVersion.
+    assert verbs_for(role["rules"], "", "configmaps") == {"get", "create", "update"}
     assert verbs_for(role["rules"], "", "secrets") == set()
     assert verbs_for(role["rules"], "", "events") == set()
     assert verbs_for(role["rules"], "comfykube.dev", "imagejobs/status") == set()

@@ -263,3 +263,25 @@ def test_the_rendered_init_container_fetches_the_models(chart: helm.Chart, tmp_p
         server.server_close()
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "models" / "checkpoints" / "tiny.safetensors").read_bytes() == BODY
+
+
+@pytest.mark.parametrize("scenario", ["default", "comfyui-minio", "comfyui-gpu"])
+def test_notes_commands_name_objects_and_containers_the_chart_renders(
+    chart: helm.Chart, scenario: str  # noqa: F811
+) -> None:
+    import re
+
+    docs, notes = render(chart, scenario)
+    rendered = {(d["kind"].lower(), d["metadata"]["name"]) for d in docs}
+    named = re.findall(r"\b(deployment|statefulset|service|secret)[/ ]([a-z0-9][-a-z0-9.]*)", notes)
+    assert named
+    for kind, name in named:
+        if kind == "secret" and not SCENARIOS[scenario].get("minio", {}).get("enabled"):
+            continue  # a Secret the user creates (NOTES says "must exist")
+        assert (kind, name) in rendered, (kind, name)
+    for workload, container_name in re.findall(r"logs statefulset/([-a-z0-9]+) -c ([-a-z]+)", notes):
+        pod = statefulset(docs)["spec"]["template"]["spec"]
+        names = [c["name"] for c in pod["containers"] + pod.get("initContainers", [])]
+        assert container_name in names, (workload, container_name)
+    if SCENARIOS[scenario].get("comfyui", {}).get("enabled"):
+        assert "-c fetch-models" in notes and "rollout status statefulset/" in notes

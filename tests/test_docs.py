@@ -214,8 +214,13 @@ def test_readme_kubernetes_commands_work_against_the_api(kube_api: KubeApi) -> N
     kube_api.kubectl(*apply_job.split()[1:], "--validate=false")
     out = kube_api.kubectl(*get_wide.split()[1:]).stdout
     header = out.splitlines()[0].split()
-    assert header[:6] == ["NAME", "PHASE", "PROGRESS", "IMAGES", "REASON", "AGE"]
-    assert header[6:] == ["SEED", "MODEL", "URL", "PROMPT"]
+    from comfykube.crd import printer_columns
+
+    assert header == ["NAME", *(c["name"].upper() for c in printer_columns())]
+    assert "REASON" in header
+    wide = [c["name"].lower() for c in printer_columns() if c.get("priority")]
+    comment = block.splitlines()[5].split("#")[1]  # "with seed, model, URL and prompt"
+    assert all(name in comment.lower() for name in wide), comment
     assert any(line.startswith(name) for line in out.splitlines()[1:])
     # The CRD the README applies is the one `comfykube crd` prints (its "or:").
     printed = subprocess.run([sys.executable, "-m", "comfykube.cli", "crd"], capture_output=True, text=True,

@@ -482,3 +482,18 @@ async def test_the_shipped_image_workflows_run_from_a_url_input(
     (stored,) = status.images
     assert (stored.width, stored.height) == size
     assert comfyui.stats()["uploads"] == [f"comfykube/{job.uid}/init.jpg"]
+
+
+async def test_the_stand_in_upload_keeps_identical_bytes_and_renames_other_bytes(
+    comfyui: Any, tmp_path: Path
+) -> None:
+    """Captures 83–85: same name and bytes → the same name; same name, other bytes → `init (1).png`."""
+    first, other = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(png())
+    other.write_bytes(png(colour=(1, 2, 3)))
+    async with ComfyClient(comfyui.url) as comfy:
+        names = [
+            (await comfy.upload_image(path, filename="init.png", subfolder="comfykube/job")).load_name
+            for path in (first, first, other)
+        ]
+    assert names == ["comfykube/job/init.png", "comfykube/job/init.png", "comfykube/job/init (1).png"]

@@ -277,8 +277,10 @@ async def test_a_prompt_with_markup_is_escaped_everywhere(kube_api_inprocess: An
 # --------------------------------------------------------------------------- live updates
 
 
-async def read_events(url: str, seconds: float, headers: dict[str, str] | None = None) -> list[tuple[float, str, Any]]:
-    """(arrival time, event name, data) of the SSE stream at `url` for `seconds`."""
+async def read_events(
+    url: str, seconds: float, headers: dict[str, str] | None = None, until: Any = None
+) -> list[tuple[float, str, Any]]:
+    """(arrival time, event name, data) of the SSE stream at `url` for `seconds` (or until `until(events)`)."""
     out: list[tuple[float, str, Any]] = []
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=None) as http:
@@ -296,6 +298,8 @@ async def read_events(url: str, seconds: float, headers: dict[str, str] | None =
                         elif line == "" and data:
                             out.append((time.monotonic() - started, name, json.loads(data)))
                             name, data = "message", ""
+                            if until is not None and until(out):
+                                return out
         except TimeoutError:
             pass
     return out
@@ -317,7 +321,12 @@ async def test_live_updates_are_coalesced_and_filtered(kube_api_inprocess: Any, 
 
         url = gallery.url + f"/api/stream?phase=Running&since={since}"
         writer = asyncio.create_task(churn())
-        events = await read_events(url, 3.5)
+
+        def finished(events: list[tuple[float, str, Any]]) -> bool:
+            return any(job["key"] == "default/busy" and job["progress"]["value"] == 200
+                       for _, _, data in events for job in data.get("jobs", []))
+
+        events = await read_events(url, 30, until=finished)  # 2 s of writes; more on a loaded machine
         await writer
         batches = [data for _, name, data in events if name == "jobs"]
         assert batches, events
@@ -330,8 +339,9 @@ async def test_live_updates_are_coalesced_and_filtered(kube_api_inprocess: Any, 
             assert len(keys) == len(set(keys))  # each job once per message
         last = [job for batch in batches for job in batch["jobs"] if job["key"] == "default/busy"][-1]
         assert last["progress"] == {"value": 200, "max": 200}
-        # The other job never matched phase=Running: at most a "gone" marker, never its card.
-        assert all(job.get("gone") for batch in batches for job in batch["jobs"] if job["key"] == "default/other")
+        # The other job never matched phase=Running: at most one "gone" marker, never its card.
+        others = [job for batch in batches for job in batch["jobs"] if job["key"] == "default/other"]
+        assert len(others) <= 1 and all(job.get("gone") for job in others)
 
 
 async def test_a_new_job_arrives_on_the_stream(kube_api_inprocess: Any, s3_settings: Any, tmp_path: Path) -> None:
@@ -530,3 +540,32 @@ async def test_videos_play_on_the_job_page_and_never_sit_in_an_img(
         assert "fallback.safetensors" in page  # the checkpoint actually used
         csp = (await get(gallery.url + "/")).headers["content-security-policy"]
         assert "media-src 'self' http://" in csp
+
+
+async def test_a_job_outside_the_filter_costs_one_gone_marker_per_stream(tmp_path: Path) -> None:
+    from comfykube.storage import LocalStore
+    from comfykube_web.cards import CardCache
+    from comfykube_web.links import Links
+    from comfykube_web.stream import Streams
+
+    index = JobIndex()
+    streams = Streams(index, CardCache(Links(LocalStore(tmp_path), 60), index), interval=0.5, limit=10)
+
+    def job(phase: str, step: int) -> JobView:
+        return JobView.from_obj({"metadata": {"name": "busy", "namespace": "ns", "uid": "u"}, "spec": {"prompt": "x"},
+                                 "status": {"phase": phase, "progress": {"value": step, "max": 9}}})
+
+    hidden: set[str] = set()
+    since, sent = 0, []
+    only_failed = Filters(phase="Failed")
+    for step in range(3):
+        index.upsert(job("Running", step))
+        since, cards = await streams.batch(since, only_failed, None, hidden)
+        sent.append([json.loads(c) for c in cards or []])
+    assert sent == [[{"key": "ns/busy", "gone": True}], [], []]
+    index.upsert(job("Failed", 3))  # now it matches: its card comes, and a later exit is told again
+    since, cards = await streams.batch(since, only_failed, None, hidden)
+    assert json.loads((cards or [])[0])["phase"] == "Failed"
+    index.remove("ns/busy")
+    since, cards = await streams.batch(since, only_failed, None, hidden)
+    assert [json.loads(c) for c in cards or []] == [{"key": "ns/busy", "gone": True}]

@@ -54,7 +54,7 @@ class ComfyTree(app_commands.CommandTree):
 
 
 def register_commands(bot: "ComfyBot") -> None:
-    """Add /imagine, /jobs and /queue to the bot's tree."""
+    """Add /imagine, /settings, /jobs and /queue to the bot's tree."""
     workflow_choices = [app_commands.Choice(name=name, value=name) for name in bot.workflows.names()[:25]]
     aspect_choices = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
 
@@ -112,7 +112,18 @@ def register_commands(bot: "ComfyBot") -> None:
     async def queue(interaction: discord.Interaction) -> None:
         await bot.actions.queue_command(interaction)
 
+    settings = app_commands.Group(name="settings", description="Your /imagine defaults in this server")
+
+    @settings.command(name="show", description="Show and change your /imagine defaults")
+    async def settings_show(interaction: discord.Interaction) -> None:
+        await bot.settings_panel.show(interaction)
+
+    @settings.command(name="reset", description="Forget your /imagine defaults in this server")
+    async def settings_reset(interaction: discord.Interaction) -> None:
+        await bot.settings_panel.reset(interaction)
+
     bot.tree.add_command(imagine)
+    bot.tree.add_command(settings)
     bot.tree.add_command(jobs)
     bot.tree.add_command(queue)
 

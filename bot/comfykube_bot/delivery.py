@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from dataclasses import replace as dc_replace
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -33,6 +34,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.errors import JobError
 from comfykube.types import Phase
+from comfykube_bot.grid import grid_file, with_derive_buttons
 from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, prepare_images
 from comfykube_bot.jobs import JobInfo
 from comfykube_bot.policy import Caller, Refusal
@@ -173,8 +175,14 @@ class Deliverer:
         """The result message (images fitted under `limit`), or the failure/cancel text."""
         if job.phase is not Phase.SUCCEEDED:
             return render_final(job)
+        if len(job.status.images) > 1:  # one 2×2 grid with U/V buttons (grid.py)
+            grid, note = await grid_file(job, self.bot.image_source, limit)
+            if grid is not None:
+                payload = render_final(job, (grid,), note=note)
+                return dc_replace(payload, buttons=with_derive_buttons(payload.buttons, job))
         prepared = await prepare_images(job, self.bot.image_source, limit)
-        return render_final(job, prepared.files, note=prepared.note)
+        payload = render_final(job, prepared.files, note=prepared.note)
+        return dc_replace(payload, buttons=with_derive_buttons(payload.buttons, job))
 
     def effective_model(self, job: JobInfo) -> str | None:
         """The checkpoint the job ran with: status.model, else the spec's, else the workflow's default."""

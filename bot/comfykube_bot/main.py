@@ -33,12 +33,15 @@ from comfykube_bot.actions import Actions
 from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.commands import ComfyTree, register_commands
 from comfykube_bot.delivery import Deliverer
+from comfykube_bot.derive import Derivations, DeriveButton
 from comfykube_bot.health import HealthServer
 from comfykube_bot.images import ImageSource, StoreReader
 from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
 from comfykube_bot.policy import Policy
+from comfykube_bot.prefs import PrefsStore
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.settings_panel import SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
@@ -89,6 +92,9 @@ class ComfyBot(discord.Client):
         self.tree = ComfyTree(self)
         self.updater = MessageUpdater(self, interval=settings.bot_edit_interval_seconds, metrics=self.metrics)
         self.submitter: Submitter
+        self.prefs: PrefsStore  # users' /settings, in ConfigMaps (set in setup_hook, with the API client)
+        self.settings_panel = SettingsPanel(self)
+        self.derivations = Derivations(self)  # Upscale / Vary / Remix buttons (derive.py)
         self.actions = Actions(self)
         self.deliverer = Deliverer(self, self.holder)
         self.watch_ready = False
@@ -110,9 +116,10 @@ class ComfyBot(discord.Client):
             self._kube = await KubeApi.connect()
             self._jobs = JobStore(self._kube, self.settings.bot_namespace, signer=self.signer)
         self.submitter = Submitter(self)
+        self.prefs = PrefsStore(self._kube.core, self.settings.bot_namespace)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(JobButton, SettingItem, DeriveButton)
         register_commands(self)
         if self.settings.discord_sync_commands:
             await self.sync_commands()

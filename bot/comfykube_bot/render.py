@@ -57,6 +57,8 @@ class ButtonSpec:
     custom_id: str | None = None
     url: str | None = None
     emoji: str | None = None
+    #: Action row (0-4); None: the next row with room.
+    row: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,32 +12,16 @@ only what is specific to the bot.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from comfykube.settings import split_list
+
 #: Discord snowflakes are 64-bit integers; ids in config are validated as such.
 _MAX_SNOWFLAKE = 2**64 - 1
-
-
-def split_list(value: Any) -> list[str]:
-    """`"a, b"` → `["a", "b"]`; `'["a,b", "c"]'` → `["a,b", "c"]`; lists pass through."""
-    if value is None:
-        return []
-    if isinstance(value, list | tuple | set | frozenset):
-        return [str(v).strip() for v in value if str(v).strip()]
-    text = str(value).strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        parsed = json.loads(text)
-        if not isinstance(parsed, list):
-            raise ValueError("expected a JSON array")
-        return [str(v).strip() for v in parsed if str(v).strip()]
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _ids(value: Any) -> list[int]:

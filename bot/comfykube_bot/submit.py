@@ -46,6 +46,7 @@ from comfykube_bot.flags import FlagError, parse_inline_flags
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.markdown import code
 from comfykube_bot.policy import Caller, Policy, Refusal
+from comfykube_bot.prefs import UserPrefs, apply_prefs
 from comfykube_bot.render import render_progress, truncate
 from comfykube_bot.specs import (
     ImagineOptions,
@@ -129,7 +130,7 @@ class Submitter:
             return
         try:
             parsed = parse_inline_flags(options.prompt)
-            merged = options.merged_with_flags(parsed.options, parsed.text)
+            merged = apply_prefs(options.merged_with_flags(parsed.options, parsed.text), await self.prefs_of(caller))
             spec = build_spec(
                 merged, base_size=self.settings.bot_base_size, ttl_seconds=self.settings.bot_job_ttl_seconds
             )
@@ -152,6 +153,14 @@ class Submitter:
 
     # ------------------------------------------------------------------ shared
 
+    async def prefs_of(self, caller: Caller) -> UserPrefs:
+        """The caller's /settings (none when the ConfigMap cannot be read: the request still goes through)."""
+        try:
+            return await self.bot.prefs.get(caller.guild_id, caller.user_id)
+        except (ApiException, OSError, TimeoutError) as exc:
+            log.warning("reading /settings of user %s failed (%s); using the defaults", caller.user_id, exc)
+            return UserPrefs()
+
     async def refuse(self, interaction: discord.Interaction[Any], refusal: Refusal, command: str) -> None:
         """Count and answer a refusal (ephemeral)."""
         self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
@@ -167,7 +176,9 @@ class Submitter:
         library: WorkflowLibrary = self.bot.workflows
         try:
             workflow = library.get(spec.workflow)
-            workflow.render(spec, seed=0, output_prefix="admission-check")
+            # Input images are fetched by the operator; here only their names matter (required ones given).
+            names = {image.name: "admission-check.png" for image in spec.images or ()}
+            workflow.render(spec, seed=0, output_prefix="admission-check", images=names)
         except JobError as exc:
             text = exc.message.replace("spec.negativePrompt", "`negative`").replace("spec.", "")
             return Refusal("InvalidOption", f"⚠️ {text}")
@@ -203,8 +214,12 @@ class Submitter:
         spoiler: bool,
         command: str,
         reroll_of: str | None = None,
+        reply_to: int | None = None,
     ) -> None:
-        """Checks that need I/O, then message + ImageJob (the interaction is deferred already)."""
+        """Checks that need I/O, then message + ImageJob (the interaction is deferred already).
+
+        `reply_to`: post the job message as a reply to that message (Upscale/Vary of a grid).
+        """
         refusal = await self.check_content(spec, caller)
         if refusal is not None:
             await self.refuse(interaction, refusal, command)
@@ -229,7 +244,7 @@ class Submitter:
                 return
             self._last_submit[caller.user_id] = time.monotonic()
             await self._create(interaction, caller, spec, spoiler=spoiler, command=command, reroll_of=reroll_of,
-                               active=active)
+                               active=active, reply_to=reply_to)
 
     async def _create(
         self,
@@ -241,6 +256,7 @@ class Submitter:
         command: str,
         reroll_of: str | None,
         active: int,
+        reply_to: int | None = None,
     ) -> None:
         namespace = self.jobs.namespace
         name = job_name(interaction.id)
@@ -262,10 +278,20 @@ class Submitter:
             # deferral replaces it (and would inherit its ephemerality).
             await interaction.edit_original_response(content=f"🎨 Submitting `{name}`…")
             first = render_progress(provisional)
-            message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
-            self.bot.updater.remember(message.id, first)
-            # Before the job exists: its first status change may arrive right after the create.
-            self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
+            if reply_to is not None:
+                # A reply needs a channel message (a followup cannot reference one); edited with the bot token.
+                reference = discord.MessageReference(
+                    message_id=reply_to, channel_id=caller.channel_id, fail_if_not_exists=False
+                )
+                channel = self.bot.get_partial_messageable(caller.channel_id, guild_id=caller.guild_id)
+                message = await channel.send(**message_kwargs(first, for_new=True), reference=reference)
+                self.bot.metrics.posts.labels(outcome="ok").inc()
+                self.bot.updater.remember(message.id, first)
+            else:
+                message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
+                self.bot.updater.remember(message.id, first)
+                # Before the job exists: its first status change may arrive right after the create.
+                self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
         except discord.HTTPException as exc:
             log.error("could not post the job message for %s: %s", name, exc)
             self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()

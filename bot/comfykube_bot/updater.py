@@ -17,8 +17,15 @@ Which credential (`MessageUpdater`):
 
 Discord answers handled: 401/10015 → switch to the bot token; 404/10008 →
 the message is gone (the caller decides whether to post a new one); 413/40005
-→ too large (the caller shrinks the files); 429 → counted, waited out
-(`retry_after`), retried; 5xx/connection errors → retried with backoff.
+→ too large (the caller shrinks the files).
+
+One retry layer: discord.py itself waits out 429s (`retry_after`) and retries
+500/502/504/524 and connection resets, five tries per call. When such an
+answer still reaches the updater, discord.py has already given up, so it is
+counted and the edit fails (no second layer multiplying the attempts). Only
+what discord.py does not retry — other 5xx such as 503, and connection errors
+— is retried here with backoff. Edits are counted in
+`comfykube_bot_message_edits_total`, posts in `comfykube_bot_messages_posted_total`.
 """
 
 from __future__ import annotations
@@ -29,7 +36,6 @@ import contextlib
 import datetime as dt
 import enum
 import io
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -47,8 +53,10 @@ log = logging.getLogger(__name__)
 
 #: Stop using an interaction token this long before Discord's 15 minutes are over.
 TOKEN_MARGIN_SECONDS = 60.0
-#: Attempts per edit for retryable answers (429, 5xx, connection errors).
+#: Attempts per edit for what discord.py does not retry itself (503 and other 5xx, connection errors).
 MAX_ATTEMPTS = 5
+#: Answers discord.py retries itself (five tries) before raising: not retried again here.
+RETRIED_BY_DISCORD_PY = frozenset({429, 500, 502, 504, 524})
 
 
 class Outcome(enum.Enum):
@@ -151,20 +159,6 @@ class _Queued:
     payload: MessagePayload
     target: Target
     waiters: list[asyncio.Future[Outcome]] = field(default_factory=list)
-
-
-def _retry_after(exc: discord.HTTPException) -> float:
-    """Seconds to wait after a 429: the body's `retry_after`, else the headers, else 1 s."""
-    with contextlib.suppress(TypeError, ValueError, AttributeError):
-        body = json.loads(exc.text or "{}")
-        if isinstance(body, dict) and body.get("retry_after") is not None:
-            return min(60.0, max(0.05, float(body["retry_after"])))
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    for name in ("X-RateLimit-Reset-After", "Retry-After"):
-        with contextlib.suppress(TypeError, ValueError):
-            if headers.get(name) is not None:
-                return min(60.0, max(0.05, float(headers[name])))
-    return 1.0
 
 
 def message_kwargs(payload: MessagePayload, *, for_new: bool = False) -> dict[str, Any]:
@@ -373,7 +367,6 @@ class MessageUpdater:
                 outcome = await self._classify(exc, "post", attempt)
                 if outcome is None:
                     continue
-                self.metrics.posts.labels(outcome=outcome.value).inc()
                 return outcome, None
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 log.info("posting to channel %s failed (%s); retrying", channel_id, exc)
@@ -385,24 +378,32 @@ class MessageUpdater:
         self.metrics.posts.labels(outcome="failed").inc()
         return Outcome.FAILED, None
 
+    def _counted(self, route: str, outcome: str) -> None:
+        """Edits by credential in the edits counter; posts (`route == "post"`) in the posts counter."""
+        if route == "post":
+            self.metrics.posts.labels(outcome=outcome).inc()
+        else:
+            self.metrics.edits.labels(route=route, outcome=outcome).inc()
+
     async def _classify(self, exc: discord.HTTPException, route: str, attempt: int) -> Outcome | None:
         """Turn an HTTP error into an outcome, or None after waiting when the call should be retried."""
         if exc.status == 429:
+            # discord.py waited out and retried the 429s already; this one is what was left.
             self.metrics.rate_limited.labels(source="bot").inc()
-            self.metrics.edits.labels(route=route, outcome="rate_limited").inc()
-            await asyncio.sleep(_retry_after(exc))
-            return None
+            self._counted(route, "rate_limited")
+            log.warning("Discord kept rate limiting a %s request after discord.py's retries", route)
+            return Outcome.FAILED
         if exc.status == 404 or exc.code in (10008, 10003):
-            self.metrics.edits.labels(route=route, outcome="gone").inc()
+            self._counted(route, "gone")
             return Outcome.GONE
         if exc.status == 413 or exc.code == 40005:
-            self.metrics.edits.labels(route=route, outcome="too_large").inc()
+            self._counted(route, "too_large")
             return Outcome.TOO_LARGE
-        if exc.status >= 500 and attempt < MAX_ATTEMPTS:
-            self.metrics.edits.labels(route=route, outcome="server_error").inc()
+        if exc.status >= 500 and exc.status not in RETRIED_BY_DISCORD_PY and attempt < MAX_ATTEMPTS:
+            self._counted(route, "server_error")
             await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
             return None
-        self.metrics.edits.labels(route=route, outcome="failed").inc()
+        self._counted(route, "failed")
         log.warning("Discord refused a %s request: %s %s", route, exc.status, exc.text[:200] if exc.text else "")
         return Outcome.FAILED
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import discord
 
+from comfykube_bot.grid import GRID_ID_PATTERN
 from comfykube_bot.render import CUSTOM_ID_PATTERN, ButtonSpec, custom_id
 
 _STYLES = {
@@ -89,23 +90,25 @@ def build_view(buttons: Sequence[ButtonSpec]) -> discord.ui.View | None:
     for spec in buttons:
         if spec.url:
             view.add_item(
-                discord.ui.Button(label=spec.label, style=discord.ButtonStyle.link, url=spec.url, emoji=spec.emoji)
+                discord.ui.Button(
+                    label=spec.label, style=discord.ButtonStyle.link, url=spec.url, emoji=spec.emoji, row=spec.row
+                )
             )
             continue
         assert spec.custom_id is not None
         match = re.fullmatch(CUSTOM_ID_PATTERN, spec.custom_id)
+        style = _STYLES.get(spec.style, discord.ButtonStyle.secondary)
         if match is None:
+            # Grid buttons (`grid.py`) are routed by `derive.DeriveButton`; a plain button is enough here.
+            if re.fullmatch(GRID_ID_PATTERN, spec.custom_id):
+                view.add_item(discord.ui.Button(label=spec.label, style=style, custom_id=spec.custom_id,
+                                                emoji=spec.emoji, row=spec.row))
             continue
-        view.add_item(
-            JobButton(
-                match["action"],
-                match["namespace"],
-                match["name"],
-                label=spec.label,
-                style=_STYLES.get(spec.style, discord.ButtonStyle.secondary),
-                emoji=spec.emoji,
-            )
+        item = JobButton(
+            match["action"], match["namespace"], match["name"], label=spec.label, style=style, emoji=spec.emoji
         )
+        item.item.row = spec.row
+        view.add_item(item)
     view.stop()
     return view
 

@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         ),
     )
 
-    minio_endpoint: str | None = Field(default=None, description="host:port of MinIO/S3; unset: local store.")
+    minio_endpoint: str | None = Field(
+        default=None, description="MinIO/S3 as host:port or http(s)://host:port; unset: local store."
+    )
     minio_access_key: str | None = None
     minio_secret_key: str | None = None
     minio_bucket: str = Field(default="comfykube", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

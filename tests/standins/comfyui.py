@@ -2062,11 +2062,27 @@ def _store_upload(base: Path, subfolder: str, name: str, src: Any, overwrite: bo
     stem, ext = os.path.splitext(filename)
     i = 1
     while os.path.exists(os.path.join(full, filename)) and not overwrite:
+        # ComfyUI's compare_image_hash: the same bytes again keep the file and its name (capture 84);
+        # other bytes get the next free "name (i).ext" (capture 85).
+        if _same_bytes(os.path.join(full, filename), src):
+            return filename
         filename = f"{stem} ({i}){ext}"
         i += 1
     with open(os.path.join(full, filename), "wb") as fh:
         shutil.copyfileobj(src, fh)
     return filename
+
+
+def _same_bytes(path: str, src: Any) -> bool:
+    """Whether the upload `src` (a file object) holds exactly the bytes of `path`; rewinds `src`."""
+    digest = hashlib.sha256()
+    src.seek(0)
+    for block in iter(lambda: src.read(1 << 20), b""):
+        digest.update(block)
+    src.seek(0)
+    with open(path, "rb") as fh:
+        existing = hashlib.file_digest(fh, "sha256")
+    return existing.hexdigest() == digest.hexdigest()
 
 
 def _fill_server_lists(info: dict[str, Any], config: StandinConfig) -> None:

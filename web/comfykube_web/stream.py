@@ -2,7 +2,7 @@
 
 Each connection loops: wait until the index changed after the last sequence number it
 sent → send one `jobs` event with the latest card of every job changed since (filtered
-as the page is; a job that left the filter or was deleted is sent as `{"key", "gone"}`)
+as the page is; a job that left the filter or was deleted is sent as `{"key", "gone"}`, once)
 → sleep `update_interval`. However many watch events arrive, a browser gets at most
 one message per interval (2/s by default) carrying each job once.
 
@@ -47,20 +47,30 @@ class Streams:
         #: Messages sent, for the benchmark and tests.
         self.sent = 0
 
-    async def batch(self, since: int, filters: Filters, only: str | None) -> tuple[int, list[str] | None]:
-        """(new seq, JSON of cards or gone-markers) for changes after `since`; None means reset."""
+    async def batch(
+        self, since: int, filters: Filters, only: str | None, hidden: set[str] | None = None
+    ) -> tuple[int, list[str] | None]:
+        """(new seq, JSON of cards or gone-markers) for changes after `since`; None means reset.
+
+        `hidden` (one set per stream) holds the keys this browser was already told are gone:
+        a job outside the filter that keeps changing costs one marker, not one per message.
+        """
         seq, changes, reset = self.index.changes_since(since)
         if reset:
             return seq, None
+        hidden = hidden if hidden is not None else set()
         out: list[str] = []
         for key, job in changes:
             if only is not None and key != only:
                 continue
             if job is None or not filters.matches(job):
-                out.append(json.dumps({"key": key, "gone": True}))
                 if job is None:
                     self.cards.forget(key)
+                if key not in hidden:
+                    hidden.add(key)
+                    out.append(json.dumps({"key": key, "gone": True}))
             else:
+                hidden.discard(key)
                 out.append((await self.cards.get(job))[1])
         return seq, out
 
@@ -71,6 +81,7 @@ class Streams:
         filters = Filters.from_query(request.query)
         only = request.query.get("job") or None
         since = _since(request, self.index)
+        hidden: set[str] = set()
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
@@ -82,7 +93,7 @@ class Streams:
                 if not await self.index.wait(since, KEEPALIVE_SECONDS):
                     await response.write(b": keepalive\n\n")
                     continue
-                since, cards = await self.batch(since, filters, only)
+                since, cards = await self.batch(since, filters, only, hidden)
                 if cards is None:
                     await response.write(f"id: {since}\nevent: reset\ndata: {{}}\n\n".encode())
                 elif cards:

@@ -57,19 +57,6 @@ from comfykube.errors import ComfyUIUnavailable, PreflightFailed, PromptRejected
 log = logging.getLogger(__name__)
 
 
-def _combo_values(spec: Any) -> list[str] | None:
-    """Allowed values of an enum input: `[[a, b], {...}]` (0.3.x) or `["COMBO", {"options": [...]}]`."""
-    if not isinstance(spec, list) or not spec:
-        return None
-    if isinstance(spec[0], list):
-        return [str(v) for v in spec[0]]
-    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        options = spec[1].get("options")
-        if isinstance(options, list):
-            return [str(v) for v in options]
-    return None
-
-
 class ComfyClient:
     """Talks to one ComfyUI. Usable with or without `async with` (call `aclose()` when done).
 
@@ -247,7 +234,7 @@ class ComfyClient:
         for group in ("required", "optional"):
             spec = (inputs.get(group) or {}).get(input_name)
             if spec is not None:
-                return _combo_values(spec)
+                return combo_values(spec)
         return None
 
     async def sampler_options(self) -> tuple[list[str], list[str]]:

@@ -1,0 +1,288 @@
+"""Issue #13: /settings, the 2×2 grid with U/V buttons, Upscale/Vary, Remix (fake Discord + Kubernetes stand-in).
+
+The tests play the operator by writing `status` (images are real objects in nanio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from comfykube.settings import Settings
+from comfykube_bot.prefs import PrefsStore, UserPrefs, configmap_name
+from tests.standins.discord import CB_MODAL, make_png
+from tests.test_bot_support import NAMESPACE, BotWorld, bot_world, ephemeral_text, wait_for
+
+CONFIGMAPS = "v1/configmaps"
+
+
+@pytest.fixture
+def core(tmp_path: Path, s3_server: Any, s3_bucket: str, comfyui: Any) -> Settings:
+    """comfykube settings: nanio for images, the ComfyUI stand-in for checkpoints."""
+    return s3_server.settings(s3_bucket, comfyui_url=comfyui.url, output_dir=tmp_path / "out")
+
+
+async def imagine(world: BotWorld, options: dict[str, Any], **kw: Any) -> tuple[Any, str]:
+    handle = await world.fake.slash_command("imagine", options, **kw)
+    await handle.wait_response()
+    await wait_for(lambda: ephemeral_text(handle) and "Submitting" not in ephemeral_text(handle), what="reply text")
+    return handle, f"ij-{handle.id}"
+
+
+def panel_of(handle: Any) -> Any:
+    assert handle.original is not None
+    return handle.original
+
+
+def stored_prefs(world: BotWorld, user_id: int) -> dict[str, Any]:
+    cm = world.kube.get_object(CONFIGMAPS, NAMESPACE, configmap_name(world.fake.guild_id))
+    if cm is None:
+        return {}
+    return dict(json.loads((cm.get("data") or {}).get(str(user_id), "{}")))
+
+
+# ----------------------------------------------------------------------------- /settings
+
+
+async def test_settings_are_stored_in_a_configmap_applied_by_imagine_and_survive_a_restart(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running():
+            handle = await fake.slash_command("settings show", {})
+            await handle.wait_response()
+            await wait_for(lambda: handle.original and "Your /imagine defaults" in handle.original.content,
+                           what="panel")
+            panel = panel_of(handle)
+            assert panel.ephemeral
+            assert {"ks:aspect", "ks:count", "ks:steps", "ks:model", "ks:negative",
+                    "ks:reset"} <= set(panel.custom_ids())
+            for setting, value in (("aspect", "16:9"), ("count", "4"), ("steps", "30")):
+                click = await fake.click(f"ks:{setting}", message_id=panel.id, component_type=3, values=[value])
+                await click.wait_response()
+                await wait_for(lambda s=setting: stored_prefs(world, alice).get(s) is not None, what=setting)
+            await wait_for(lambda: "Steps: `30`" in panel.content, what="panel redrawn")
+            # The negative prompt: a modal prefilled with the stored value.
+            click = await fake.click("ks:negative", message_id=panel.id)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            modal = await fake.submit_modal(response.data["custom_id"], {"negative": "blurry, text"},
+                                            message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: stored_prefs(world, alice).get("negative") == "blurry, text", what="negative")
+        assert stored_prefs(world, alice) == {"aspect": "16:9", "count": 4, "steps": 30, "negative": "blurry, text"}
+
+        async with world.running(bot_max_active_jobs=10):  # a new process: settings from the ConfigMap
+            _, name = await imagine(world, {"prompt": "a lighthouse"})
+            spec = world.job(name)["spec"]  # type: ignore[index]
+            assert (spec["width"], spec["height"], spec["batchSize"], spec["steps"]) == (704, 384, 4, 30)
+            assert spec["negativePrompt"] == "blurry, text"
+            # A typed option (and an inline flag) wins over the default.
+            _, name = await imagine(world, {"prompt": "a lighthouse --ar 1:1", "count": 1, "steps": 12})
+            spec = world.job(name)["spec"]  # type: ignore[index]
+            assert (spec["width"], spec["height"], spec["batchSize"], spec["steps"]) == (512, 512, 1, 12)
+            # Bob has no settings: the bot's defaults.
+            h, name = await imagine(world, {"prompt": "a lighthouse"}, user_id=fake.user_ids["bob"])
+            assert world.job(name) is not None, ephemeral_text(h)
+            spec = world.job(name)["spec"]  # type: ignore[index]
+            assert (spec["width"], spec.get("batchSize", 1), spec.get("steps", 20)) == (512, 1, 20)
+
+            handle = await fake.slash_command("settings reset", {})
+            await handle.wait_response()
+            await wait_for(lambda: "back to the defaults" in ephemeral_text(handle), what="reset")
+            assert stored_prefs(world, alice) == {}
+            _, name = await imagine(world, {"prompt": "a lighthouse"})
+            spec = world.job(name)["spec"]  # type: ignore[index]
+            assert (spec["width"], spec.get("batchSize", 1)) == (512, 1) and not spec.get("negativePrompt")
+
+
+async def test_settings_writes_are_optimistic_and_keep_concurrent_changes(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        bot = await world.make_bot()
+        assert bot._kube is not None
+        store = PrefsStore(bot._kube.core, NAMESPACE)
+        guild = world.fake.guild_id
+
+        async def set_count(user: int) -> None:
+            await store.update(guild, user, lambda old: old.changed(count=2))
+
+        await asyncio.gather(*(set_count(user) for user in range(1, 9)))
+        cm = world.kube.get_object(CONFIGMAPS, NAMESPACE, configmap_name(guild))
+        assert cm is not None and sorted(cm["data"]) == [str(u) for u in range(1, 9)]
+        assert store.conflicts > 0, "eight concurrent writers must have met a 409 at least once"
+        # Whatever a ConfigMap editor wrote is data: out-of-range values are dropped.
+        assert UserPrefs.from_json('{"count": 99, "steps": 0, "aspect": "1:1", "model": "/etc/x", "private": 1}') == \
+            UserPrefs(aspect="1:1")
+        await bot.close()
+
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def colored_png(color: tuple[int, int, int], size: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, "PNG")
+    return out.getvalue()
+
+
+COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+
+
+async def succeed_grid(world: BotWorld, name: str) -> list[dict[str, Any]]:
+    """Four stored images (distinct colours) and Succeeded, as the operator writes it."""
+    job = world.job(name)
+    assert job is not None
+    images = [await world.store_image(job, colored_png(c), index=i) for i, c in enumerate(COLORS)]
+    world.patch_status(name, phase="Succeeded", images=images, imageCount=4, url=images[0]["url"], seed=77,
+                       startTime="2026-01-01T00:00:00Z", completionTime="2026-01-01T00:00:09Z")
+    return images
+
+
+async def test_count_4_posts_one_grid_and_u2_v3_remix_create_derived_jobs_after_a_restart(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice, bob = fake.user_ids["alice"], fake.user_ids["bob"]
+        async with world.running(bot_max_active_jobs=10) as bot:
+            _, name = await imagine(world, {"prompt": "four foxes", "count": 4, "negative": "text", "steps": 12})
+            assert world.job(name)["spec"]["batchSize"] == 4  # type: ignore[index]
+            await succeed_grid(world, name)
+            await wait_for(lambda: bot.deliverer.delivered, what="grid delivered")
+        job = world.job(name)
+        assert job is not None
+        grid_msg = fake.message(int(job["metadata"]["annotations"]["comfykube.dev/discord-message"]))
+        final = grid_msg.versions[-1]
+        assert final["attachments"] == [f"{name}-grid.jpg"], "one grid, not four pictures"
+        grid = Image.open(io.BytesIO(grid_msg.attachments[0].data))
+        assert grid.size == (128, 128)
+        for index, color in enumerate(COLORS):  # image n is in cell n (left to right, top to bottom)
+            x, y = (index % 2) * 64 + 32, (index // 2) * 64 + 32
+            pixel = grid.convert("RGB").getpixel((x, y))
+            assert all(abs(a - b) <= 8 for a, b in zip(pixel, color, strict=True)), (index, pixel)  # JPEG
+        ids = grid_msg.custom_ids()
+        for i in range(4):
+            assert f"ig:up:{i}:default/{name}" in ids and f"ig:vv:{i}:default/{name}" in ids
+        assert f"ij:reroll:default/{name}" in ids and f"ig:rx:0:default/{name}" in ids
+        rows = [[c.get("custom_id") or c.get("label") for c in row["components"]] for row in final["components"]]
+        assert rows[1] == [f"ig:up:{i}:default/{name}" for i in range(4)]
+        assert rows[2][:4] == [f"ig:vv:{i}:default/{name}" for i in range(4)]
+
+        async with world.running(bot_max_active_jobs=10):  # buttons work from the ImageJob alone
+            # U2: an upscale job of image index 1, asked by bob, posted as a reply to the grid.
+            click = await fake.click(f"ig:up:1:default/{name}", message_id=grid_msg.id, user_id=bob)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="upscale queued")
+            up = world.job(f"ij-{click.id}")
+            assert up is not None
+            assert up["spec"]["workflow"] == "upscale"
+            assert up["spec"]["images"] == [{"name": "init", "fromJob": {"name": name, "index": 1}}]
+            assert up["metadata"]["labels"]["comfykube.dev/requester"] == str(bob)
+            up_msg_id = int(up["metadata"]["annotations"]["comfykube.dev/discord-message"])
+            posts = [r for r in fake.requests_to("POST", rf"/channels/{fake.channel_id}/messages$")]
+            assert any(str((r.json or {}).get("message_reference", {}).get("message_id", "")) == str(grid_msg.id)
+                       for r in posts), "the upscale's message replies to the grid"
+            # Its result edits that reply.
+            await world.succeed(f"ij-{click.id}", colored_png((9, 9, 9), 128))
+            await wait_for(lambda: fake.message(up_msg_id).attachments, what="upscale result")
+            assert fake.message(up_msg_id).custom_ids()[:1] != []
+
+            # V3: img2img of image index 2, strong, new seed, same prompt.
+            click = await fake.click(f"ig:vv:2:default/{name}", message_id=grid_msg.id, user_id=alice)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="vary queued")
+            vary = world.job(f"ij-{click.id}")
+            assert vary is not None
+            spec = vary["spec"]
+            assert spec["workflow"] == "img2img" and spec["inputs"] == {"denoise": 0.65}
+            assert spec["images"] == [{"name": "init", "fromJob": {"name": name, "index": 2}}]
+            assert spec["prompt"] == "four foxes" and spec["negativePrompt"] == "text" and spec["steps"] == 12
+            assert spec["seed"] != 77
+
+            # Remix: a modal prefilled with prompt, negative prompt and seed; the submission is the new job.
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=grid_msg.id, user_id=alice)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            inputs = {c["custom_id"]: c.get("value") for row in response.data["components"]
+                      for c in row["components"]}
+            assert inputs == {"prompt": "four foxes", "negative": "text", "seed": "77"}
+            modal = await fake.submit_modal(response.data["custom_id"],
+                                            {"prompt": "four wolves", "negative": "text, blur", "seed": "5"},
+                                            message_id=grid_msg.id, user_id=alice)
+            await modal.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(modal), what="remix queued")
+            remix = world.job(f"ij-{modal.id}")
+            assert remix is not None
+            assert (remix["spec"]["prompt"], remix["spec"]["negativePrompt"], remix["spec"]["seed"]) == \
+                ("four wolves", "text, blur", 5)
+            assert remix["spec"]["batchSize"] == 4 and remix["spec"]["workflow"] == "t2i_basic"
+
+
+async def test_derived_jobs_go_through_the_same_policy(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        async with world.running(bot_max_active_jobs=1, bot_deny_patterns="wolves") as bot:
+            _, name = await imagine(world, {"prompt": "a fox"})
+            _, sha = await world.succeed(name, make_png(64, 64))
+            await wait_for(lambda: bot.deliverer.delivered, what="delivered")
+            msg = fake.message(int(world.job(name)["metadata"]["annotations"]["comfykube.dev/discord-message"]))  # type: ignore[index]
+            ids = msg.custom_ids()
+            assert {f"ig:up:0:default/{name}", f"ig:vs:0:default/{name}", f"ig:vv:0:default/{name}"} <= set(ids)
+            click = await fake.click(f"ig:vs:0:default/{name}", message_id=msg.id)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="vary subtle")
+            assert world.job(f"ij-{click.id}")["spec"]["inputs"] == {"denoise": 0.35}  # type: ignore[index]
+            # The per-user cap counts derived jobs too: a second one is refused, nothing created.
+            before = len(world.jobs())
+            click = await fake.click(f"ig:up:0:default/{name}", message_id=msg.id)
+            await click.wait_response()
+            await wait_for(lambda: ephemeral_text(click), what="refusal")
+            assert "in progress (limit 1)" in ephemeral_text(click) and len(world.jobs()) == before
+            # The deny-list applies to a remix's new prompt.
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=msg.id, user_id=fake.user_ids["bob"])
+            response = await click.wait_response()
+            assert response.data is not None
+            modal = await fake.submit_modal(response.data["custom_id"], {"prompt": "wolves", "negative": "",
+                                            "seed": ""}, message_id=msg.id, user_id=fake.user_ids["bob"])
+            await modal.wait_response()
+            await wait_for(lambda: ephemeral_text(modal), what="remix refusal")
+            assert len(world.jobs()) == before and sha
+
+
+# ----------------------------------------------------------------------------- one retry layer
+
+
+async def test_a_persistent_429_costs_discord_pys_five_tries_not_five_times_five(
+    tmp_path: Path, core: Settings
+) -> None:
+    from comfykube_bot.render import MessagePayload
+    from comfykube_bot.updater import Outcome, Target
+
+    async with bot_world(tmp_path, core) as world, world.running() as bot:
+        fake = world.fake
+        outcome, message_id = await bot.updater.post(fake.channel_id, MessagePayload(content="hello"))
+        assert outcome is Outcome.SENT and message_id is not None
+        path = rf"/channels/{fake.channel_id}/messages/{message_id}$"
+        fake.fail_next("PATCH", path, 429, retry_after=0.01, times=100)
+        before = len(fake.requests_to("PATCH", path))
+        outcome = await bot.updater.send_edit(Target(fake.channel_id, message_id, fake.guild_id),
+                                              MessagePayload(content="edited"))
+        assert outcome is Outcome.FAILED
+        assert len(fake.requests_to("PATCH", path)) - before == 5, "discord.py's five tries, no second layer"
+        edits = bot.metrics.edits.labels(route="bot", outcome="rate_limited")._value.get()
+        assert edits == 1
+        # A post that fails is counted as a post, not as an edit.
+        fake.fail_next("POST", rf"/channels/{fake.channel_id}/messages$", 403, code=50013, times=1)
+        outcome, _ = await bot.updater.post(fake.channel_id, MessagePayload(content="again"))
+        assert outcome is Outcome.FAILED
+        assert bot.metrics.posts.labels(outcome="failed")._value.get() == 1
+        assert bot.metrics.edits.labels(route="post", outcome="failed")._value.get() == 0
