@@ -107,12 +107,12 @@ def test_models_lists_what_the_comfyui_offers(comfyui_process: Any) -> None:
     result = comfykube("models", "--json", env=env)
     assert result.returncode == 0, result.stderr
     catalog = json.loads(result.stdout)
-    from tests.standins.comfyui import DEFAULT_CHECKPOINTS
+    from tests.standins.comfyui import DEFAULT_CHECKPOINTS, DEFAULT_LORAS, DEFAULT_UPSCALE_MODELS
 
     assert catalog["checkpoints"] == list(DEFAULT_CHECKPOINTS)
     assert "euler_ancestral" in catalog["samplers"] and "karras" in catalog["schedulers"]
-    for folder, key in (("loras", "loras"), ("upscale_models", "upscaleModels")):
-        assert catalog[key] == httpx.get(f"{comfyui_process.url}/models/{folder}").json(), key
+    # The stand-in's "disk" holds LoRAs and upscale models for the t2i_lora/upscale_model workflows.
+    assert catalog["loras"] == list(DEFAULT_LORAS) and catalog["upscaleModels"] == list(DEFAULT_UPSCALE_MODELS)
     plain = comfykube("models", env=env)
     assert plain.returncode == 0
     assert f"checkpoints (--model): {len(DEFAULT_CHECKPOINTS)}" in plain.stdout
