@@ -153,6 +153,9 @@ async def test_truncated_body_is_refused(comfyui: FakeComfyUI, dest: Path) -> No
         with pytest.raises(DownloadFailed, match="cut off") as info:
             await client.download(image, dest)
     assert image.filename in info.value.message
+    # A body cut off mid-stream is retried (the backend may have died while we read it):
+    # the next attempt downloads it again, or the job moves; it is never stored as it is.
+    assert info.value.retryable
     assert files(dest) == []
 
 

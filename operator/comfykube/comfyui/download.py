@@ -100,8 +100,12 @@ async def download_image(
             except httpx.HTTPError as exc:
                 if received == 0 and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                     raise unavailable("GET", url, describe_transport_error(exc)) from None
+                # The connection broke mid-stream (the backend died or a proxy reset it): the
+                # file is still on ComfyUI's disk, so a later attempt may fetch it whole, or the
+                # job moves to another backend. Nothing unchecked is ever stored either way.
                 raise DownloadFailed(
-                    f"image {name!r} was cut off after {received} bytes ({describe_transport_error(exc)})"
+                    f"image {name!r} was cut off after {received} bytes ({describe_transport_error(exc)})",
+                    retryable=True,
                 ) from None
         if received == 0:
             raise DownloadFailed(f"image {name!r}: /view answered an empty body")
