@@ -502,14 +502,19 @@ def _parse_targets(where: str, raw: Any, graph: dict[str, Any], *, allow_extra: 
     return tuple(targets)
 
 
-def _parse_parameter(where: str, name: str, raw: Any, graph: dict[str, Any]) -> Parameter:
+def _check_entry(where: str, what: str, name: str, raw: Any, keys: frozenset[str], shape: str) -> None:
+    """The checks every named entry (parameter, image) shares: its name, an object, known keys."""
     if not re.match(PARAMETER_NAME_PATTERN, name):
-        raise WorkflowError(f"{where}: parameter names must match {PARAMETER_NAME_PATTERN}")
+        raise WorkflowError(f"{where}: {what} names must match {PARAMETER_NAME_PATTERN}")
     if not isinstance(raw, dict):
-        raise WorkflowError(f"{where}: must be an object with targets (or node/input) and type")
-    extra = set(raw) - _PARAMETER_KEYS
+        raise WorkflowError(f"{where}: must be {shape}")
+    extra = set(raw) - keys
     if extra:
         raise WorkflowError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+
+
+def _parse_parameter(where: str, name: str, raw: Any, graph: dict[str, Any]) -> Parameter:
+    _check_entry(where, "parameter", name, raw, _PARAMETER_KEYS, "an object with targets (or node/input) and type")
     targets = _parse_targets(where, raw, graph, allow_extra=_PARAMETER_KEYS)
     kind = raw.get("type")
     if kind not in PARAMETER_TYPES:
@@ -563,13 +568,7 @@ def _parse_parameter(where: str, name: str, raw: Any, graph: dict[str, Any]) -> 
 
 
 def _parse_image(where: str, name: str, raw: Any, graph: dict[str, Any]) -> InputImage:
-    if not re.match(PARAMETER_NAME_PATTERN, name):
-        raise WorkflowError(f"{where}: image names must match {PARAMETER_NAME_PATTERN}")
-    if not isinstance(raw, dict):
-        raise WorkflowError(f"{where}: must be {{\"node\": ID, \"input\": NAME, \"required\": true}}")
-    extra = set(raw) - _IMAGE_KEYS
-    if extra:
-        raise WorkflowError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
+    _check_entry(where, "image", name, raw, _IMAGE_KEYS, '{"node": ID, "input": NAME, "required": true}')
     (target,) = _parse_targets(where, {"node": raw.get("node"), "input": raw.get("input")}, graph,
                                allow_extra=frozenset())
     required = raw.get("required", True)
