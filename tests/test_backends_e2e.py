@@ -7,7 +7,6 @@ ComfyUI stand-ins run in threads of the test process (so the test can kill one).
 from __future__ import annotations
 
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,23 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import REPO, OperatorProcess, kubectl_json, operator_env, wait_until
+from tests.harness import OperatorProcess, kubectl_json, operator_env, wait_until
 from tests.standins.comfyui import ThreadedComfyUI, run_in_thread
 
+NAMESPACE_PREFIX = "pool"
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-def cluster(kube_api: Any) -> Any:
-    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    return kube_api
-
-
-@pytest.fixture
-def namespace(cluster: Any) -> str:
-    name = f"pool-{uuid.uuid4().hex[:8]}"
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
 
 
 @pytest.fixture

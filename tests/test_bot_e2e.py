@@ -14,28 +14,20 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.harness import REPO, OperatorProcess, free_port, kubectl_json, operator_env
 from tests.standins.discord import FakeDiscord
 from tests.test_bot_support import wait_for
 
+NAMESPACE_PREFIX = "bot-e2e"
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def namespace(kube_api: Any) -> str:
-    name = f"bot-e2e-{uuid.uuid4().hex[:8]}"
-    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    return name
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,23 +26,12 @@ import yaml
 from tests.harness import REPO, OperatorProcess, kubectl_json, operator_env, wait_until
 from tests.standins.comfyui import run_in_thread
 
+NAMESPACE_PREFIX = "failover"
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 #: The ComfyUI stand-in's execution time: long enough that jobs wait in its queue.
 EXEC_SECONDS = 2.0
-
-
-@pytest.fixture
-def cluster(kube_api: Any) -> Any:
-    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    return kube_api
-
-
-@pytest.fixture
-def namespace(cluster: Any) -> str:
-    name = f"failover-{uuid.uuid4().hex[:8]}"
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
 
 
 class ComfyProcess:

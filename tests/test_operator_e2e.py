@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +20,6 @@ import yaml
 from tests.harness import REPO, OperatorProcess, kubectl_json, operator_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def namespace(kube_api: Any) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
-
-
-@pytest.fixture
-def cluster(kube_api: Any) -> Any:
-    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    return kube_api
-
-
-@pytest.fixture
-def operator(
-    cluster: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket)
-    proc = OperatorProcess(env, namespace, tmp_path / "operator.log").start()
-    yield proc
-    proc.stop()
 
 
 def job_manifest(name: str, **spec: Any) -> dict[str, Any]:

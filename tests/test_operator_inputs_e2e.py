@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.harness import REPO, OperatorProcess, kubectl_json, operator_env, wait_until
+from tests.harness import REPO, OperatorProcess, kubectl_json, wait_until
 from tests.test_operator_e2e import fetch_sha256, wait_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -51,31 +51,6 @@ def picture_url() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/fox.jpg"
     server.shutdown()
-
-
-@pytest.fixture
-def namespace(kube_api: Any) -> str:
-    import uuid
-
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kube_api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    return name
-
-
-@pytest.fixture
-def cluster(kube_api: Any) -> Any:
-    kube_api.install_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    return kube_api
-
-
-@pytest.fixture
-def operator(
-    cluster: Any, comfyui_process: Any, s3_server: Any, s3_bucket: str, namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    env = operator_env(cluster.env, comfyui_url=comfyui_process.url, s3=s3_server, bucket=s3_bucket)
-    proc = OperatorProcess(env, namespace, tmp_path / "operator.log").start()
-    yield proc
-    proc.stop()
 
 
 def _apply(cluster: Any, namespace: str, manifest: dict[str, Any], tmp_path: Path) -> None:
