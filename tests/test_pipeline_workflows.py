@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,14 @@ import pytest
 from comfykube.comfyui.client import ComfyClient
 from comfykube.errors import InvalidSpec, PreflightFailed
 from comfykube.pipeline import JobIdentity, Pipeline
-from comfykube.settings import DEFAULT_WORKFLOWS_DIR
 from comfykube.storage import MinioStore
 from comfykube.types import ImageJobSpec, Phase, parse_spec
-from comfykube.workflows import WorkflowLibrary
+from tests import test_pipeline
+from tests.test_pipeline import WORKFLOWS, new_job
 
-WORKFLOWS = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR])
-
-
-def new_job(name: str = "wf") -> JobIdentity:
-    return JobIdentity(namespace="tests", name=name, uid=str(uuid.uuid4()))
-
-
-@pytest.fixture
-async def store(s3_settings: Any) -> MinioStore:
-    return MinioStore(s3_settings)
-
-
-@pytest.fixture
-async def pipeline(comfyui: Any, store: MinioStore) -> Any:
-    async with ComfyClient(comfyui.url, timeout=10) as comfy:
-        yield Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, poll_interval=0.2, lost_polls=3)
+# The same pipeline on the ComfyUI stand-in and nanio as the core pipeline tests (fixtures).
+store = test_pipeline.store
+pipeline = test_pipeline.pipeline
 
 
 def submissions(comfyui: Any) -> int:
