@@ -518,25 +518,17 @@ class Pipeline:
             log.info("%s: could not delete history entry: %s", job, exc)
 
 
+@dataclass
 class _StagedInputs:
     """A job's input images: fetched and checked once, uploaded before each submission."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        spec: ImageJobSpec,
-        job: JobIdentity,
-        resume: ResumeState,
-        sources: Mapping[str, Source],
-        directory: Path,
-    ) -> None:
-        self.pipeline = pipeline
-        self.spec = spec
-        self.job = job
-        self.resume = resume
-        self.sources = sources
-        self.directory = directory
-        self.prepared: dict[str, PreparedImage] | None = None
+    pipeline: Pipeline
+    spec: ImageJobSpec
+    job: JobIdentity
+    resume: ResumeState
+    sources: Mapping[str, Source]
+    directory: Path
+    prepared: dict[str, PreparedImage] | None = None
 
     async def graph(self, rendered: RenderedWorkflow) -> RenderedWorkflow:
         """`rendered` with the names ComfyUI gave the uploads (the graph as it is without images)."""
