@@ -13,10 +13,9 @@ import pytest
 import yaml
 
 from tests.harness import REPO, OperatorProcess
-from tests.test_operator_e2e import cluster, create, job_manifest, namespace, operator, wait_phase
+from tests.test_operator_e2e import create, job_manifest, wait_phase
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-__all__ = ["cluster", "namespace", "operator"]  # fixtures shared with test_operator_e2e
 
 
 def apply_example(cluster: Any, namespace: str, name: str) -> str:
