@@ -326,6 +326,20 @@ def test_spec_change_is_refused_on_update() -> None:
     assert cr_errors(CRD, _cr({"prompt": "a cat", "width": 512}), old=_cr({"prompt": "a cat"})) == []
 
 
+def test_spec_change_inside_open_maps_is_refused_on_update() -> None:
+    """`self == oldSelf` compares the open `spec.inputs` map by value: a changed, added or removed
+    parameter is a spec change; the same map (keys in another order) is none."""
+    base = {"prompt": "a cat", "workflow": "img2img", "inputs": {"denoise": 0.5, "steps2": 4},
+            "images": [{"name": "init", "url": "https://example.com/a.png"}]}
+    old = validate_cr(CRD, _cr(base))
+    refused = ['spec: Invalid value: "object": spec is immutable: create a new ImageJob instead']
+    for inputs in ({"denoise": 0.6, "steps2": 4}, {"denoise": 0.5}, {"denoise": 0.5, "steps2": 4, "x": True}):
+        assert cr_errors(CRD, _cr(base | {"inputs": inputs}), old=old) == refused, inputs
+    moved = [{"name": "init", "url": "https://example.com/b.png"}]
+    assert cr_errors(CRD, _cr(base | {"images": moved}), old=old) == refused
+    assert cr_errors(CRD, _cr(base | {"inputs": {"steps2": 4, "denoise": 0.5}}), old=old) == []
+
+
 def test_status_written_from_the_models_validates() -> None:
     image = StoredImage(
         key="ns/job/uid/0.png",
