@@ -857,6 +857,7 @@ def test_default_is_one_unsharded_operator_with_the_graces_of_the_settings(chart
     fields = Settings.model_fields
     assert float(env["COMFYUI_UNREACHABLE_GRACE"]["value"]) == fields["comfyui_unreachable_grace"].default
     assert float(env["COMFYUI_REFUSED_GRACE"]["value"]) == fields["comfyui_refused_grace"].default
+    assert float(env["FROM_JOB_WAIT_SECONDS"]["value"]) == fields["from_job_wait_seconds"].default
 
 
 @pytest.mark.parametrize("shards, message", [

@@ -16,6 +16,9 @@ class JobError(Exception):
 
     reason: str = "Failed"
     retryable: bool = False
+    #: Longest pause before the next attempt (None: the runner's backoff cap). A wait
+    #: that costs one cheap read per check sets a short one, so it ends within seconds.
+    max_retry_delay: float | None = None
 
     def __init__(self, message: str, *, reason: str | None = None, retryable: bool | None = None) -> None:
         super().__init__(message)
@@ -92,6 +95,17 @@ class InputImageFailed(JobError):
     """
 
     reason = "InputImageFailed"
+
+
+class WaitingForJob(JobError):
+    """An input comes from another ImageJob that has not succeeded yet (or is not created yet).
+
+    Retried every few seconds, before a backend slot is taken: the wait costs no GPU time.
+    """
+
+    reason = "WaitingForJob"
+    retryable = True
+    max_retry_delay = 2.0
 
 
 class DownloadFailed(JobError):

@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     )
     input_url_timeout_seconds: float = Field(default=30.0, gt=0, description="Seconds for one input URL request.")
     input_url_max_redirects: int = Field(default=5, ge=0, le=20, description="Redirects followed per input URL.")
+    from_job_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "Seconds after its creation a job waits for an ImageJob its spec.images[].fromJob names to exist "
+            "(kubectl apply of a chain may create it later); then it fails with InvalidSpec."
+        ),
+    )
 
     @field_validator("comfyui_url")
     @classmethod

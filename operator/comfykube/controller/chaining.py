@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from comfykube.errors import InputImageFailed
+from comfykube.errors import InputImageFailed, InvalidSpec, WaitingForJob
 from comfykube.types import ImageJobSpec, ImageJobStatus, OutputKind, Phase
+
+#: Longest part of the source's failure message repeated in this job's message.
+MAX_SOURCE_MESSAGE = 300
 
 
 class ReadsImageJobs(Protocol):
@@ -23,11 +26,17 @@ class ReadsImageJobs(Protocol):
         ...
 
 
-async def resolve_from_jobs(api: ReadsImageJobs, namespace: str, spec: ImageJobSpec) -> dict[str, str]:
+async def resolve_from_jobs(
+    api: ReadsImageJobs, namespace: str, spec: ImageJobSpec, *, age: float, missing_grace: float
+) -> dict[str, str]:
     """Image name → the object key of the referenced output, for every `fromJob` image.
 
-    Refuses (not retryable) a job that does not exist, failed, or has no such output,
-    and an output that is not a picture; waits (retryable) while the other job runs.
+    `age` is how long this job exists (seconds since its creation) and `missing_grace`
+    how long a job it names may not exist yet: `kubectl apply -f` of a chain may create
+    the second job first, so a missing job is waited for (`WaitingForJob`) until then,
+    and refused (`InvalidSpec`) after. A job that runs or waits is waited for; one that
+    failed or was cancelled fails this one (`InputImageFailed`, its failure named); an
+    index it did not store is `InvalidSpec`; an output that is not a picture is refused.
     """
     keys: dict[str, str] = {}
     for image in spec.images or ():
@@ -37,19 +46,29 @@ async def resolve_from_jobs(api: ReadsImageJobs, namespace: str, spec: ImageJobS
         where = f"spec.images[{image.name}].fromJob"
         body = await api.get(namespace, ref.name)
         if body is None:
-            raise InputImageFailed(f"{where}: there is no ImageJob {ref.name!r} in namespace {namespace!r}")
+            if age < missing_grace:
+                raise WaitingForJob(
+                    f"{where}: waiting for ImageJob {ref.name!r} to be created in namespace {namespace!r} "
+                    f"(up to {missing_grace:.0f} s after this job's creation, FROM_JOB_WAIT_SECONDS)"
+                )
+            raise InvalidSpec(
+                f"{where}: there is no ImageJob {ref.name!r} in namespace {namespace!r} "
+                f"(waited {missing_grace:.0f} s after this job's creation, FROM_JOB_WAIT_SECONDS)"
+            )
         # Status is data: a field that does not validate is dropped, never trusted.
         status = ImageJobStatus.from_wire(body.get("status"))
         if status.phase in (Phase.FAILED, Phase.CANCELLED):
+            cause = status.reason or status.phase.value
+            if status.message:
+                text = status.message
+                cause += f": {text if len(text) <= MAX_SOURCE_MESSAGE else text[:MAX_SOURCE_MESSAGE] + '…'}"
             raise InputImageFailed(
-                f"{where}: ImageJob {ref.name!r} ended {status.phase.value} ({status.reason}); it has no output to use"
+                f"{where}: ImageJob {ref.name!r} ended {status.phase.value} ({cause}); it has no output to use"
             )
         if status.phase is not Phase.SUCCEEDED:
-            raise InputImageFailed(
-                f"{where}: waiting for ImageJob {ref.name!r} to succeed (it is {status.phase.value})", retryable=True
-            )
+            raise WaitingForJob(f"{where}: waiting for ImageJob {ref.name!r} to succeed (it is {status.phase.value})")
         if ref.index >= len(status.images):
-            raise InputImageFailed(
+            raise InvalidSpec(
                 f"{where}: ImageJob {ref.name!r} stored {len(status.images)} output(s); index {ref.index} is not one"
             )
         output = status.images[ref.index]

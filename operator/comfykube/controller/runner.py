@@ -131,10 +131,15 @@ async def _attempts(
                 await _cancel_quietly(ctx, job, writer, log)
             if exc.retryable and ctx.clock.now() < deadline_at:
                 last_error = exc
-                delay = min(backoff, MAX_BACKOFF_SECONDS, max(0.0, deadline_at - ctx.clock.now()))
-                log.warning("%s; retrying in %.0f s", exc, delay)
+                cap = MAX_BACKOFF_SECONDS if exc.max_retry_delay is None else exc.max_retry_delay
+                delay = min(backoff, cap, max(0.0, deadline_at - ctx.clock.now()))
                 metrics.RETRIES.labels(exc.reason).inc()
-                await writer.set({"message": f"{exc.message} (retrying in {delay:.0f} s)", "reason": exc.reason})
+                message = f"{exc.message} (retrying in {delay:.0f} s)"
+                if (message, exc.reason) != (writer.status.message, writer.status.reason):
+                    # A job waiting for another checks every few seconds: one status write and
+                    # one log line per change, not per check.
+                    log.warning("%s; retrying in %.0f s", exc, delay)
+                    await writer.set({"message": message, "reason": exc.reason})
                 await ctx.clock.sleep(delay)
                 backoff *= 2
                 continue
@@ -202,7 +207,14 @@ async def _one_attempt(
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
     # Before a slot is taken: a job waiting for the job it chains from holds no backend.
-    resolved = await resolve_from_jobs(ctx.api, job.namespace, spec) if spec.images else {}
+    resolved = (
+        await resolve_from_jobs(
+            ctx.api, job.namespace, spec,
+            age=ctx.clock.now() - created, missing_grace=ctx.settings.from_job_wait_seconds,
+        )
+        if spec.images
+        else {}
+    )
     pinned = writer.status.backend if resume.submissions else None
     # Only a model the spec names restricts the backends; without one, any installed
     # checkpoint will do (the pipeline falls back to one the backend has).
