@@ -229,6 +229,28 @@ async def test_link_to_missing_node_drops_the_traceback(client: ComfyClient) -> 
     assert info.value.message == "node 2 (SaveImage): Exception when validating node: KeyError '77'"
 
 
+async def test_a_200_with_node_errors_is_refused_naming_the_node_and_taken_back_out_of_the_queue(
+    comfyui: FakeComfyUI, client: ComfyClient
+) -> None:
+    # Two outputs; the second one's latent is below EmptyLatentImage's minimum. ComfyUI
+    # queues the prompt for the valid output and answers 200, listing the other in node_errors.
+    graph = txt2img()
+    graph["11"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 1, "height": 64, "batch_size": 1}}
+    graph["12"] = {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["4", 2]}}
+    graph["13"] = {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "x"}}
+    pid = new_id()
+    with pytest.raises(PromptRejected) as info:
+        await client.submit(graph, pid)
+    message = info.value.message
+    assert message.startswith("ComfyUI accepted only part of the workflow"), message
+    assert "node 11 (EmptyLatentImage)" in message and "width" in message, message
+    assert not info.value.retryable
+    stats = comfyui.stats()
+    assert stats["submissions"] == {pid: 1}  # it was queued: the stand-in answers as ComfyUI does
+    assert pid in stats["deletes"] and pid not in stats["pending"]
+    assert stats["running"] in ([], [pid]) and (not stats["running"] or pid in stats["interrupts"])
+
+
 async def test_ui_format_workflow_is_refused_before_sending(comfyui: FakeComfyUI, client: ComfyClient) -> None:
     with pytest.raises(PromptRejected, match="API format"):
         await client.submit({"nodes": [], "links": []}, new_id())

@@ -363,8 +363,30 @@ class ComfyClient:
             raise unavailable("POST", url, "answered JSON that is not an object")
         if body.get("prompt_id") not in (None, prompt_id):
             log.warning("ComfyUI renamed prompt %s to %s", prompt_id, body.get("prompt_id"))
+        node_errors = body.get("node_errors")
+        if isinstance(node_errors, Mapping) and node_errors:
+            await self._refuse_partial(body, prompt_id)
         number = body.get("number")
         return int(number) if isinstance(number, int | float) else 0
+
+    async def _refuse_partial(self, body: dict[str, Any], prompt_id: str) -> None:
+        """A 200 whose `node_errors` is not empty: take the prompt back and refuse it.
+
+        ComfyUI queues a prompt when at least one output node validates and silently drops
+        the outputs whose nodes failed (`dependent_outputs`): the job would run, spend GPU
+        time and lack outputs its workflow promises. It is cancelled (best effort, as it may
+        already run) and refused as a 400 would be, naming the failing nodes.
+        """
+        queued = body.get("prompt_id")
+        try:
+            await self.cancel(queued if isinstance(queued, str) and queued else prompt_id)
+        except ComfyUIUnavailable as exc:
+            log.warning("could not take back prompt %s that ComfyUI accepted in part: %s", prompt_id, exc.message)
+        allowed = await self._allowed_for(body)
+        raise PromptRejected(
+            "ComfyUI accepted only part of the workflow and would skip the outputs of the nodes that failed "
+            f"validation: {describe_prompt_rejection(body, allowed)}"
+        )
 
     async def _allowed_for(self, body: Any) -> dict[tuple[str, str], Sequence[str]]:
         """Allowed values for 400 errors that only say "(list of length N)"; best effort."""
