@@ -504,6 +504,10 @@ def test_bot_env_is_what_the_bot_reads(chart: helm.Chart, scenario: str, monkeyp
     assert bot.bot_job_ttl_seconds == values.get("jobTtlSeconds")
     assert bot.discord_guild_sync == [int(i) for i in values.get("guildSync", [])]
     assert bot.discord_sync_commands is values.get("syncCommands", True)
+    # /imagine image: is checked against the operator's input limits, not defaults of its own.
+    operator = env_of(container(deployment(render(chart, scenario)[0], "operator")))
+    for name in ("INPUT_IMAGE_MAX_BYTES", "INPUT_IMAGE_MAX_PIXELS"):
+        assert env[name] == operator[name]["value"], name
 
 
 def test_bot_defaults_in_values_are_the_bot_defaults(chart: helm.Chart) -> None:

@@ -72,6 +72,8 @@ def register_commands(bot: "ComfyBot") -> None:
         workflow="Workflow template",
         count=f"How many images (1-{MAX_COUNT})",
         spoiler="Hide the result behind a spoiler",
+        image="A picture to start from (img2img; the result has its size)",
+        strength="How far to move away from the picture: 0 keeps it, 1 ignores it (default 0.6)",
     )
     @app_commands.choices(aspect=aspect_choices, workflow=workflow_choices)
     async def imagine(
@@ -88,11 +90,14 @@ def register_commands(bot: "ComfyBot") -> None:
         workflow: str | None = None,
         count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
         spoiler: bool | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         received = time.perf_counter()
         options = ImagineOptions(
             prompt=prompt, negative=negative, aspect=aspect, width=width, height=height, steps=steps, cfg=cfg,
             seed=seed, model=model, workflow=workflow, count=count, spoiler=bool(spoiler),
+            image=image, strength=strength,
         )
         await bot.submitter.imagine(interaction, options, received)
 

@@ -45,6 +45,7 @@ from comfykube_bot.settings_panel import SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
+from comfykube_bot.uploads import Uploads
 from comfykube_bot.views import JobButton
 
 log = logging.getLogger("comfykube_bot")
@@ -79,6 +80,8 @@ class ComfyBot(discord.Client):
             self.core.comfyui_urls, refresh_seconds=settings.bot_checkpoint_refresh_seconds
         )
         self.image_source: ImageSource = image_source or StoreReader(self.core)
+        # `/imagine image:` pictures: checked like the operator checks inputs, stored in the bucket.
+        self.uploads = Uploads(self.core, self.workflows, cdn_base=settings.discord_cdn_base)
         self._kube = kube
         self._owns_kube = kube is None
         # Without an injected client, setup_hook connects (that needs the running event loop).

@@ -86,6 +86,9 @@ class ImagineOptions:
     workflow: str | None = None
     count: int | None = None
     spoiler: bool = False
+    #: A `discord.Attachment` to start from (img2img, see uploads.py) and how far to move from it.
+    image: Any = None
+    strength: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def merged_with_flags(self, flags: dict[str, Any], text: str) -> ImagineOptions:

@@ -130,7 +130,8 @@ class Submitter:
             return
         try:
             parsed = parse_inline_flags(options.prompt)
-            merged = apply_prefs(options.merged_with_flags(parsed.options, parsed.text), await self.prefs_of(caller))
+            typed = options.merged_with_flags(parsed.options, parsed.text)
+            merged = apply_prefs(typed, await self.prefs_of(caller))
             spec = build_spec(
                 merged, base_size=self.settings.bot_base_size, ttl_seconds=self.settings.bot_job_ttl_seconds
             )
@@ -139,6 +140,10 @@ class Submitter:
             return
         except OptionError as exc:
             await self.refuse(interaction, Refusal("InvalidOption", f"⚠️ {exc.message}"), "imagine")
+            return
+        if options.image is not None or options.strength is not None:
+            # A picture to start from: checked, stored and made an img2img job there (uploads.py).
+            await self.bot.uploads.imagine(self, interaction, caller, options, typed, spec)
             return
         await self.submit(interaction, caller, spec, spoiler=options.spoiler, command="imagine")
 

@@ -27,7 +27,9 @@ Public API (all on ``FakeDiscord`` unless noted):
   ``request_reconnect()``/``invalidate_sessions()`` for RESUME paths;
 - observation: ``requests`` (``RecordedRequest``), ``requests_to``, ``wait_for_request``, ``wait_for``,
   ``unhandled``, ``sessions``, ``commands(guild_id)``/``command(name)``, ``messages_in(cid)``,
-  ``message(mid)`` (``FakeMessage`` with ``history``/``versions``/``contents``), ``uploads``;
+  ``message(mid)`` (``FakeMessage`` with ``history``/``versions``/``contents``), ``uploads`` (attachment
+  options, served at signed CDN URLs ``/cdn/ephemeral-attachments/APP/ID/NAME?ex=&is=&hm=`` that stop
+  working after ``attachment_url_lifetime``, 404 otherwise), ``attachment_fetches``;
 - faults: ``fail_next(method, path_regex, status, code=0, retry_after=None, *, times=1, is_global=False)``;
 - module helpers: ``point_discord_at(fake)``, ``run_bot(client, token, fake)``, ``make_png(w, h, pad_to=)``.
 
@@ -74,6 +76,8 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -586,6 +590,12 @@ class FakeDiscord:
         self._by_token: dict[str, InteractionHandle] = {}
         self._messages: dict[int, FakeMessage] = {}
         self.uploads: dict[int, StoredAttachment] = {}  # attachment options sent with slash commands
+        #: Signs the CDN URLs of those uploads (Discord's ``ex``/``is``/``hm`` query; unsigned → 404).
+        self._cdn_key = secrets.token_bytes(16)
+        #: How long a signed attachment URL works (Discord: 24 h).
+        self.attachment_url_lifetime = 24 * 3600.0
+        #: Requests for uploaded attachments, as (path, status) — what the bot downloaded.
+        self.attachment_fetches: list[tuple[str, int]] = []
         self._dm_channels: dict[int, JSON] = {}
         self._commands: dict[int | None, list[JSON]] = {}
         self._command_ids: dict[tuple[int | None, int, str], int] = {}
@@ -608,6 +618,7 @@ class FakeDiscord:
         app = web.Application(client_max_size=max(64 * 1024 * 1024, self.upload_limit * 12))
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{cid}/{aid}/{filename}", self._serve_attachment)
+        app.router.add_get("/cdn/ephemeral-attachments/{owner}/{aid}/{filename}", self._serve_upload)
         app.router.add_get("/cdn/{tail:.*}", self._serve_cdn)
         app.router.add_route("*", "/api/{tail:.*}", self._api)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -958,6 +969,37 @@ class FakeDiscord:
             upload = self.uploads[aid]
             return web.Response(body=upload.data, content_type=upload.content_type or "application/octet-stream")
         return web.Response(status=404, text="asset not found")
+
+    def _signed_upload_url(self, aid: int, filename: str) -> str:
+        """A CDN URL like Discord's for a slash-command upload: ``…/ephemeral-attachments/APP/ID/NAME?ex&is&hm``."""
+        path = f"/cdn/ephemeral-attachments/{self.application_id}/{aid}/{quote(filename)}"
+        issued = int(self.wall_now().timestamp())
+        query = f"ex={issued + int(self.attachment_url_lifetime):x}&is={issued:x}"
+        return f"{self.base_url}{path}?{query}&hm={self._cdn_signature(path, query)}&"
+
+    def _cdn_signature(self, path: str, query: str) -> str:
+        return hmac.new(self._cdn_key, f"{path}?{query}".encode(), hashlib.sha256).hexdigest()
+
+    async def _serve_upload(self, request: web.Request) -> web.StreamResponse:
+        """An uploaded attachment, as Discord's CDN serves it: only with a valid, unexpired signature."""
+        status, response = self._upload_response(request)
+        self.attachment_fetches.append((request.path, status))
+        return response
+
+    def _upload_response(self, request: web.Request) -> tuple[int, web.StreamResponse]:
+        gone = web.Response(status=404, text="This content is no longer available.")
+        ex, issued, hm = (request.query.get(k, "") for k in ("ex", "is", "hm"))
+        try:
+            expires = int(ex, 16)
+        except ValueError:
+            return 404, gone
+        expected = self._cdn_signature(request.raw_path.split("?")[0], f"ex={ex}&is={issued}")
+        if not hmac.compare_digest(hm, expected) or expires < self.wall_now().timestamp():
+            return 404, gone
+        upload = self.uploads.get(int(request.match_info["aid"])) if request.match_info["aid"].isdigit() else None
+        if upload is None or quote(upload.filename) != quote(request.match_info["filename"]):
+            return 404, gone
+        return 200, web.Response(body=upload.data, content_type=upload.content_type or "application/octet-stream")
 
     async def _serve_cdn(self, request: web.Request) -> web.StreamResponse:
         # Avatars/icons: every asset is the same 1x1 PNG, enough for a bot that fetches one.
@@ -1951,7 +1993,10 @@ class FakeDiscord:
                 filename, data, *rest = value
                 ctype = rest[0] if rest else None
             aid = self.snowflake()
-            url = f"{self.base_url}/attachments/0/{aid}/{quote(filename)}"
+            # Slash-command uploads live on the CDN under ephemeral-attachments, with a signed,
+            # expiring URL (Discord's ``ex``/``is``/``hm``); ``size`` and ``content_type`` are
+            # what the client declared, before anyone looked at the bytes.
+            url = self._signed_upload_url(aid, filename)
             att = {
                 "id": str(aid),
                 "filename": filename,
@@ -1959,6 +2004,7 @@ class FakeDiscord:
                 "url": url,
                 "proxy_url": url,
                 "content_type": ctype,
+                "ephemeral": True,
             }
             # What the user uploaded with the command, served at ``url`` (the bot downloads it).
             self.uploads[aid] = StoredAttachment(aid, filename, ctype, bytes(data), url)

@@ -1,7 +1,9 @@
 """What happens when an ImageJob is deleted.
 
 A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt);
-with `spec.output.deleteWithJob` the stored images go too. Both are bounded:
+with `spec.output.deleteWithJob` the stored images go too. Input images uploaded
+for the job (`<namespace>/inputs/<name>/`, the bot's `/imagine image:`) go
+whenever its `spec.images` reads from there: nobody else uses them. Both are bounded:
 when ComfyUI or MinIO is gone, a few attempts are made, a Warning Event says
 what was left behind, and the finalizer is released anyway. An object stuck
 in Terminating because a backend is down helps nobody.
@@ -15,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfykube.controller.context import OperatorContext
-from comfykube.storage import job_prefix
+from comfykube.storage import input_prefix, job_prefix
 from comfykube.types import Phase
 
 ATTEMPTS = 3
@@ -51,16 +53,38 @@ async def on_job_deleted(
     if not phase.terminal and uid and (status.get("submissions") or status.get("promptId")):
         await _cancel(ctx, body, uid, status.get("backend"), log)
     if (spec.get("output") or {}).get("deleteWithJob"):
-        prefix = job_prefix(meta.get("namespace", ""), meta.get("name", ""), uid or "")
-        error = await bounded(lambda: ctx.store.delete_prefix(prefix))
-        if error is not None:
-            log.warning("could not delete images under %s: %s", prefix, error)
-            await ctx.api.post_event(
-                body,
-                type_="Warning",
-                reason="CleanupFailed",
-                message=f"images under {prefix} were not deleted ({error}); released anyway",
-            )
+        await _delete_prefix(ctx, body, job_prefix(meta.get("namespace", ""), meta.get("name", ""), uid or ""), log)
+    inputs = _own_inputs(meta, spec)
+    if inputs is not None:
+        await _delete_prefix(ctx, body, inputs, log)
+
+
+def _own_inputs(meta: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """The job's input prefix when one of its `spec.images` is an `s3Key` under it, else None."""
+    try:
+        prefix = input_prefix(meta.get("namespace", ""), meta.get("name", ""))
+    except ValueError:
+        return None
+    for image in spec.get("images") or ():
+        key = image.get("s3Key") if isinstance(image, dict) else None
+        if isinstance(key, str) and key.startswith(prefix):
+            return prefix
+    return None
+
+
+async def _delete_prefix(
+    ctx: OperatorContext, body: dict[str, Any], prefix: str, log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+) -> None:
+    """Delete the objects under `prefix`, bounded; a Warning Event says what was left."""
+    error = await bounded(lambda: ctx.store.delete_prefix(prefix))
+    if error is not None:
+        log.warning("could not delete images under %s: %s", prefix, error)
+        await ctx.api.post_event(
+            body,
+            type_="Warning",
+            reason="CleanupFailed",
+            message=f"images under {prefix} were not deleted ({error}); released anyway",
+        )
 
 
 async def _cancel(

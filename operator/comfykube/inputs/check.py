@@ -32,6 +32,11 @@ _MAGIC: tuple[tuple[bytes, str, str, str], ...] = (
 )
 
 
+#: Content types of the pictures accepted as inputs (what `sniff_input` recognises), for
+#: checks that can only see a declared type before the bytes (a Discord attachment).
+ACCEPTED_CONTENT_TYPES = frozenset({content_type for _, content_type, _, _ in _MAGIC} | {"image/webp"})
+
+
 @dataclass(frozen=True)
 class ImageKind:
     """What the first bytes say a file is."""

@@ -30,6 +30,7 @@ from comfykube.storage.base import (
     StorageAccessDenied,
     StorageError,
     check_key,
+    input_prefix,
     job_prefix,
     object_key,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "StorageAccessDenied",
     "StorageError",
     "check_key",
+    "input_prefix",
     "job_prefix",
     "make_store",
     "object_key",

@@ -152,6 +152,16 @@ def job_prefix(namespace: str, name: str, uid: str) -> str:
     return "/".join(parts) + "/"
 
 
+def input_prefix(namespace: str, name: str) -> str:
+    """`"ns/inputs/name/"`: input images uploaded for one job (the bot's `/imagine image:`).
+
+    Under the namespace (the operator reads `s3Key` inputs only there) and named after the
+    job, not its uid: the uploader writes it before the job exists. The operator deletes it
+    with the job when the job's `spec.images` reads from it.
+    """
+    return "/".join((_safe_segment(namespace, "namespace"), "inputs", _safe_segment(name, "name"))) + "/"
+
+
 def check_key(key: str) -> str:
     """Refuse keys that are empty, absolute, contain `.`/`..` segments or control characters.
 
