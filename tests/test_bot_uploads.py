@@ -165,3 +165,29 @@ async def test_the_fake_cdn_serves_uploads_only_at_their_signed_unexpired_url(tm
             fake.advance(fake.attachment_url_lifetime + 60)
             assert (await http.get(upload.url)).status_code == 404
         assert handle is not None
+
+
+def test_only_discords_cdn_or_the_configured_one_is_downloaded_from(core: Settings) -> None:
+    from dataclasses import dataclass
+
+    from comfykube.workflows import WorkflowLibrary
+    from comfykube_bot.uploads import UploadRefused, Uploads
+
+    @dataclass
+    class Upload:
+        url: str
+        filename: str = "fox.png"
+        content_type: str | None = "image/png"
+        size: int = 1000
+
+    uploads = Uploads(core, WorkflowLibrary.from_settings(core), cdn_base="http://127.0.0.1:5555/cdn")
+    for url in ("https://cdn.discordapp.com/ephemeral-attachments/1/2/fox.png?ex=1&is=1&hm=1",
+                "https://media.discordapp.net/attachments/1/2/fox.png",
+                "http://127.0.0.1:5555/cdn/ephemeral-attachments/1/2/fox.png"):
+        uploads.check_declared(Upload(url))
+    for url in ("http://cdn.discordapp.com/x.png", "https://cdn.discordapp.com.evil.example/x.png",
+                "https://evil.example/cdn.discordapp.com/x.png", "http://127.0.0.1:5556/cdn/x.png",
+                "file:///etc/passwd"):
+        with pytest.raises(UploadRefused) as info:
+            uploads.check_declared(Upload(url))
+        assert info.value.refusal.reason == "AttachmentHost", url
