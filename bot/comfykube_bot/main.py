@@ -1,5 +1,9 @@
 """The bot process: `ComfyBot` (a discord.py Client) and `run_bot` for `comfykube bot`.
 
+`ComfyBot._wire` builds the parts (submit, delivery, actions, derive, the
+settings panel) and hands each what it uses; none of them imports this module,
+so each can be read, and built in a test, on its own.
+
 `setup_hook` (before the gateway connects) registers the persistent buttons,
 the slash commands and syncs them, and starts two background tasks: the
 checkpoint cache refresh and the ImageJob loop. That loop waits until the
@@ -81,25 +85,51 @@ class ComfyBot(discord.Client):
         self.image_source: ImageSource = image_source or StoreReader(self.core)
         self._kube = kube
         self._owns_kube = kube is None
-        # Without an injected client, setup_hook connects (that needs the running event loop).
         signing_key = settings.bot_signing_key.get_secret_value() if settings.bot_signing_key else None
         self.signer = Signer.from_secrets(signing_key, settings.discord_token.get_secret_value())
-        self._jobs: JobStore | None = (
-            JobStore(kube, settings.bot_namespace, signer=self.signer) if kube is not None else None
-        )
         # Identifies this process in delivery claims: a claim with another holder is a leftover.
         self.holder = holder or f"{os.uname().nodename[:40]}-{uuid.uuid4().hex[:8]}"
         self.tree = ComfyTree(self)
         self.updater = MessageUpdater(self, interval=settings.bot_edit_interval_seconds, metrics=self.metrics)
+        # The parts that need the Kubernetes API (set by `_wire`, here or in setup_hook).
+        self._jobs: JobStore | None = None
+        self.prefs: PrefsStore  # users' /settings, in ConfigMaps
         self.submitter: Submitter
-        self.prefs: PrefsStore  # users' /settings, in ConfigMaps (set in setup_hook, with the API client)
-        self.settings_panel = SettingsPanel(self)
-        self.derivations = Derivations(self)  # Upscale / Vary / Remix buttons (derive.py)
-        self.actions = Actions(self)
-        self.deliverer = Deliverer(self, self.holder)
+        self.deliverer: Deliverer
+        self.actions: Actions
+        self.derivations: Derivations  # Upscale / Vary / Remix buttons (derive.py)
+        self.settings_panel: SettingsPanel
         self.watch_ready = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_log = RateLimitLogCounter(self.metrics)
+        if kube is not None:
+            self._wire(kube)
+        # Without an injected client, setup_hook connects (that needs the running event loop) and wires.
+
+    def _wire(self, kube: KubeApi) -> None:
+        """Build the parts, each given what it uses (the one place that knows how they fit together)."""
+        settings, metrics = self.settings, self.metrics
+        jobs = self._jobs = JobStore(kube, settings.bot_namespace, signer=self.signer)
+        self.prefs = PrefsStore(kube.core, settings.bot_namespace)
+        self.submitter = Submitter(
+            self, settings=settings, policy=self.policy, jobs=jobs, prefs=self.prefs, workflows=self.workflows,
+            checkpoints=self.checkpoints, updater=self.updater, metrics=metrics, signer=self.signer,
+        )
+        self.deliverer = Deliverer(
+            self, holder=self.holder, jobs=jobs, policy=self.policy, updater=self.updater, workflows=self.workflows,
+            image_source=self.image_source, metrics=metrics,
+        )
+        self.actions = Actions(
+            self, core=self.core, jobs=jobs, policy=self.policy, submitter=self.submitter, deliverer=self.deliverer,
+            updater=self.updater, metrics=metrics, queue_cap=settings.bot_queue_cap,
+        )
+        self.derivations = Derivations(
+            jobs=jobs, policy=self.policy, submitter=self.submitter, workflows=self.workflows, metrics=metrics
+        )
+        self.settings_panel = SettingsPanel(
+            prefs=self.prefs, policy=self.policy, checkpoints=self.checkpoints, submitter=self.submitter,
+            metrics=metrics,
+        )
 
     @property
     def jobs(self) -> JobStore:
@@ -114,13 +144,14 @@ class ComfyBot(discord.Client):
         """Buttons, commands, sync, background tasks (runs once, before the gateway connects)."""
         if self._kube is None:
             self._kube = await KubeApi.connect()
-            self._jobs = JobStore(self._kube, self.settings.bot_namespace, signer=self.signer)
-        self.submitter = Submitter(self)
-        self.prefs = PrefsStore(self._kube.core, self.settings.bot_namespace)
+            self._wire(self._kube)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
         self.add_dynamic_items(JobButton, SettingItem, DeriveButton)
-        register_commands(self)
+        register_commands(
+            self.tree, workflows=self.workflows, policy=self.policy, checkpoints=self.checkpoints,
+            metrics=self.metrics, submitter=self.submitter, actions=self.actions, settings_panel=self.settings_panel,
+        )
         if self.settings.discord_sync_commands:
             await self.sync_commands()
         self.checkpoints.start()
@@ -144,7 +175,8 @@ class ComfyBot(discord.Client):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.deliverer.aclose()
+        if self._jobs is not None:  # wired (a bot that never connected has no deliveries)
+            await self.deliverer.aclose()
         await self.updater.aclose()
         await self.checkpoints.stop()
         for name in ("discord.http", "discord.webhook.async_"):
@@ -226,7 +258,7 @@ def _describe(error: ValidationError) -> str:
 
 async def _amain(settings: BotSettings, core: Settings, health_port: int, metrics_port: int) -> int:
     bot = ComfyBot(settings, core)
-    health = HealthServer(bot, host=settings.bot_listen_host)
+    health = HealthServer(bot, bot.metrics, host=settings.bot_listen_host)
     await health.start(health_port, metrics_port)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

@@ -16,20 +16,20 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.types import MAX_PROMPT_LENGTH
+from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.markdown import code, escape
-from comfykube_bot.prefs import COUNTS, STEP_CHOICES, UserPrefs
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.policy import Policy
+from comfykube_bot.prefs import COUNTS, STEP_CHOICES, PrefsStore, UserPrefs
 from comfykube_bot.render import truncate
 from comfykube_bot.specs import ASPECTS
-from comfykube_bot.submit import caller_of, reply
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.submit import Submitter, caller_of, reply
 
 log = logging.getLogger(__name__)
 
@@ -103,30 +103,37 @@ def _parse(setting: str, value: str) -> dict[str, Any]:
 class SettingsPanel:
     """The `/settings` handlers of one bot."""
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
+    def __init__(
+        self, *, prefs: PrefsStore, policy: Policy, checkpoints: CheckpointCache, submitter: Submitter,
+        metrics: BotMetrics,
+    ) -> None:
+        self.prefs = prefs
+        self.policy = policy
+        self.checkpoints = checkpoints
+        self.submitter = submitter
+        self.metrics = metrics
 
     def _models(self, interaction: discord.Interaction[Any]) -> list[str]:
-        return self.bot.policy.visible_models(self.bot.checkpoints.suggest("", limit=100), caller_of(interaction))
+        return self.policy.visible_models(self.checkpoints.suggest("", limit=100), caller_of(interaction))
 
     def _count(self, name: str, outcome: str) -> None:
-        self.bot.metrics.interactions.labels(kind="settings", name=name, outcome=outcome).inc()
+        self.metrics.interactions.labels(kind="settings", name=name, outcome=outcome).inc()
 
     async def _allowed(self, interaction: discord.Interaction[Any]) -> bool:
-        refusal = self.bot.policy.check_access(caller_of(interaction))
+        refusal = self.policy.check_access(caller_of(interaction))
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, "settings")
+            await self.submitter.refuse(interaction, refusal, "settings")
             return False
         return True
 
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         """`/settings`: the panel, ephemeral."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         if not await self._allowed(interaction):
             return
         try:
-            prefs = await self.bot.prefs.get(interaction.guild_id, interaction.user.id)
+            prefs = await self.prefs.get(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading settings failed: %s", exc)
             await reply(interaction, "⚠️ I can't read your settings right now. Please try again in a minute.")
@@ -138,12 +145,12 @@ class SettingsPanel:
 
     async def reset(self, interaction: discord.Interaction[Any]) -> None:
         """`/settings reset`: forget the user's defaults in this server."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         if not await self._allowed(interaction):
             return
         try:
-            await self.bot.prefs.reset(interaction.guild_id, interaction.user.id)
+            await self.prefs.reset(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
             log.error("resetting settings failed: %s", exc)
             await reply(interaction, "⚠️ I couldn't reset your settings right now. Please try again in a minute.")
@@ -183,7 +190,7 @@ class SettingsPanel:
 
     async def _save(self, interaction: discord.Interaction[Any], setting: str, change: Any) -> None:
         try:
-            prefs = await self.bot.prefs.update(interaction.guild_id, interaction.user.id, change)
+            prefs = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
         except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
             log.error("saving settings failed: %s", exc)
             await reply(interaction, "⚠️ I couldn't save that right now. Please try again in a minute.")
@@ -199,7 +206,7 @@ class SettingsPanel:
 
     async def _open_negative(self, interaction: discord.Interaction[Any]) -> None:
         try:
-            prefs = await self.bot.prefs.get(interaction.guild_id, interaction.user.id)
+            prefs = await self.prefs.get(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading settings failed: %s", exc)
             await reply(interaction, "⚠️ I can't read your settings right now.")
@@ -220,7 +227,7 @@ class SettingsPanel:
                     return old.changed(negative=value)
 
                 try:
-                    saved = await panel.bot.prefs.update(
+                    saved = await panel.prefs.update(
                         modal_interaction.guild_id, modal_interaction.user.id, change
                     )
                 except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
