@@ -422,3 +422,27 @@ def test_no_bot_module_reaches_back_to_comfybot() -> None:
     assert len(modules) > 10, f"bot modules not found under {BOT_PACKAGE}"
     offenders = {p.name: hits for p in modules if (hits := reaches_back(p.read_text(encoding="utf-8")))}
     assert offenders == {}, "only main.py may know ComfyBot; give the part its dependencies instead"
+
+
+def test_modal_submissions_are_read_as_untrusted_input() -> None:
+    from comfykube_bot.derive import parse_remix_modal_id, remix_modal_id
+    from comfykube_bot.modals import submitted_values
+
+    payload = {"custom_id": "rxm:default/ij-1", "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "prompt", "value": "a wolf"}]},
+        {"type": 18, "component": {"type": 4, "custom_id": "seed", "value": "5"}},  # a label (newer modals)
+        {"type": 1, "components": [{"type": 4, "custom_id": "negative", "value": 7}]},  # not text: skipped
+        "junk", {"type": 1, "components": "junk"}, {"type": 1, "components": [None, {"custom_id": "x" * 101,
+                                                                                     "value": "too long an id"}]},
+    ]}
+    assert submitted_values(payload) == {"prompt": "a wolf", "seed": "5"}
+    assert submitted_values(None) == {} and submitted_values({"components": {"a": 1}}) == {}
+
+    assert remix_modal_id("default", "ij-1") == "rxm:default/ij-1"
+    assert parse_remix_modal_id("rxm:default/ij-1") == ("default", "ij-1")
+    for forged in ("rxm:default/ij-1/x", "rxm:Default/ij-1", "rxm:default/", "rxm:/ij-1", " rxm:default/ij-1",
+                   "rx-modal:ij-1", "rxm:default/ij_1", "rxm:default/" + "a" * 100, None, 5):
+        assert parse_remix_modal_id(forged) is None, forged
+    # Any name the grid's `ig:rx:<i>:` id can carry fits in a modal id (both capped at 100 characters).
+    longest = "n" * (100 - len("ig:rx:0:default/"))
+    assert remix_modal_id("default", longest) is not None

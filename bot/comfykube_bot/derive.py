@@ -6,7 +6,10 @@
   prompt, model, steps, CFG, sampler and scheduler, a new seed, and
   `spec.inputs.denoise` 0.35 (subtle) or 0.65 (strong);
 - **Remix** — a modal with the prompt, negative prompt and seed prefilled;
-  what is submitted becomes a new job with the source's other settings.
+  what is submitted becomes a new job with the source's other settings. The
+  modal's custom id `rxm:<namespace>/<name>` names the source job, and the
+  submission reads it again (`modals.py`), so a modal opened before a restart
+  still works.
 
 All three go through `Submitter.submit` — the same deny-list, model rules,
 per-user limits, cooldown and queue cap as `/imagine` — for whoever clicked,
@@ -33,6 +36,7 @@ from comfykube.workflows import WorkflowLibrary
 from comfykube_bot.grid import GRID_ID_PATTERN
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.modals import MAX_MODAL_ID, send_stopped
 from comfykube_bot.policy import Policy
 from comfykube_bot.specs import DISCORD_MAX_INT, OptionError, describe_errors, new_seed
 from comfykube_bot.submit import Submitter, caller_of, reply
@@ -47,6 +51,23 @@ DENOISE = {"vs": 0.35, "vv": 0.65}
 MODAL_READ_TIMEOUT = 2.0
 #: Discord's limit on a modal text input.
 TEXT_INPUT_MAX = 4000
+#: The Remix modal's custom id: the source ImageJob (shorter than the `ig:rx:` id it is opened from, so it fits).
+REMIX_MODAL_PATTERN = r"rxm:(?P<namespace>[a-z0-9-]{1,63})/(?P<name>[a-z0-9.-]{1,253})"
+_REMIX_MODAL_ID = re.compile(REMIX_MODAL_PATTERN)
+
+
+def remix_modal_id(namespace: str, name: str) -> str | None:
+    """The Remix modal's custom id for a source job (None when it would not be a valid one)."""
+    value = f"rxm:{namespace}/{name}"
+    return value if len(value) <= MAX_MODAL_ID and _REMIX_MODAL_ID.fullmatch(value) else None
+
+
+def parse_remix_modal_id(custom_id: object) -> tuple[str, str] | None:
+    """(namespace, name) from a submitted modal's custom id (untrusted); None when it is not a Remix modal."""
+    if not isinstance(custom_id, str) or len(custom_id) > MAX_MODAL_ID:
+        return None
+    match = _REMIX_MODAL_ID.fullmatch(custom_id)
+    return (match["namespace"], match["name"]) if match else None
 
 
 def _carried(spec: ImageJobSpec) -> dict[str, Any]:
@@ -183,11 +204,11 @@ class Derivations:
             await reply(interaction, "I can't read that job right now (or it no longer exists).")
             self._count("remix", "missing")
             return
-        await interaction.response.send_modal(RemixModal(self, job))
+        await send_stopped(interaction, RemixModal(job))
 
-    async def submit_remix(self, interaction: discord.Interaction[Any], source: JobInfo, prompt: str,
-                           negative: str, seed: str) -> None:
-        """The modal was submitted: a new job with the changes, admitted like /imagine."""
+    async def submit_remix(self, interaction: discord.Interaction[Any], namespace: str, name: str,
+                           values: dict[str, str]) -> None:
+        """A Remix modal was submitted (maybe to an earlier process): a new job with the changes, like /imagine."""
         if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         caller = caller_of(interaction)
@@ -195,23 +216,31 @@ class Derivations:
         if refusal is not None:
             await self.submitter.refuse(interaction, refusal, "remix")
             return
+        source = await self._source(interaction, "remix", namespace, name)
+        if source is None:
+            return
         try:
-            spec = remix_spec(source, prompt, negative, seed)
+            spec = remix_spec(source, values.get("prompt", ""), values.get("negative", ""), values.get("seed", ""))
         except OptionError as exc:
             await reply(interaction, f"⚠️ {exc.message}")
             self._count("remix", "invalid")
             return
         await self.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command="remix",
-                                        reroll_of=source.key)
+                                    reroll_of=source.key)
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Prompt, negative prompt and seed of the source job, editable."""
+    """Prompt, negative prompt and seed of the source job, editable.
 
-    def __init__(self, derivations: Derivations, source: JobInfo) -> None:
-        super().__init__(custom_id=f"rx-modal:{source.name}"[:100], timeout=15 * 60)
-        self.derivations = derivations
-        self.source = source
+    Only a form: it is sent stopped, and its submission is routed by its custom id to
+    `Derivations.submit_remix` (`modals.py`).
+    """
+
+    def __init__(self, source: JobInfo) -> None:
+        custom_id = remix_modal_id(source.namespace, source.name)
+        if custom_id is None:
+            raise ValueError(f"no Remix modal id for {source.key}")
+        super().__init__(custom_id=custom_id, timeout=None)
         spec = source.spec
         seed = source.status.seed if source.status.seed is not None else spec.seed
         limit = min(MAX_PROMPT_LENGTH, TEXT_INPUT_MAX)
@@ -229,12 +258,6 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         )
         for item in (self.prompt, self.negative, self.seed):
             self.add_item(item)
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        """Hand the values to `Derivations.submit_remix`."""
-        await self.derivations.submit_remix(
-            interaction, self.source, self.prompt.value, self.negative.value or "", self.seed.value or ""
-        )
 
 
 class DeriveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.compile(GRID_ID_PATTERN)):
@@ -263,4 +286,15 @@ class DeriveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.c
             await reply(interaction, "⚠️ Something went wrong on my side. The details are in my logs.")
 
 
-__all__ = ["DENOISE", "Derivations", "DeriveButton", "RemixModal", "remix_spec", "upscale_spec", "vary_spec"]
+__all__ = [
+    "DENOISE",
+    "REMIX_MODAL_PATTERN",
+    "Derivations",
+    "DeriveButton",
+    "RemixModal",
+    "parse_remix_modal_id",
+    "remix_modal_id",
+    "remix_spec",
+    "upscale_spec",
+    "vary_spec",
+]

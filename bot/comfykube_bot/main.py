@@ -37,15 +37,16 @@ from comfykube_bot.actions import Actions
 from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.commands import ComfyTree, register_commands
 from comfykube_bot.delivery import Deliverer
-from comfykube_bot.derive import Derivations, DeriveButton
+from comfykube_bot.derive import Derivations, DeriveButton, parse_remix_modal_id
 from comfykube_bot.health import HealthServer
 from comfykube_bot.images import ImageSource, StoreReader
 from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
+from comfykube_bot.modals import submitted_values
 from comfykube_bot.policy import Policy
 from comfykube_bot.prefs import PrefsStore
 from comfykube_bot.settings import BotSettings
-from comfykube_bot.settings_panel import SettingItem, SettingsPanel
+from comfykube_bot.settings_panel import NEGATIVE_MODAL_ID, SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
@@ -215,7 +216,7 @@ class ComfyBot(discord.Client):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    # ------------------------------------------------------------------ buttons
+    # ------------------------------------------------------------------ buttons and modals
 
     async def handle_job_button(
         self, interaction: discord.Interaction[Any], action: str, namespace: str, name: str
@@ -225,6 +226,35 @@ class ComfyBot(discord.Client):
             await self.actions.button(interaction, action, namespace, name)
         except Exception:
             log.exception("button %s on %s/%s failed", action, namespace, name)
+            with contextlib.suppress(discord.HTTPException):
+                text = "⚠️ Something went wrong on my side. The details are in my logs."
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)
+
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Modal submissions, routed by custom id: the modals are sent stopped, so discord.py holds none (modals.py).
+
+        Slash commands and buttons are dispatched by discord.py itself (the tree, the dynamic items). An unknown
+        id is only logged: answering it could pre-empt a handler that discord.py does hold.
+        """
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: Any = interaction.data or {}
+        custom_id = data.get("custom_id") if isinstance(data, dict) else None
+        values = submitted_values(data)
+        try:
+            remix = parse_remix_modal_id(custom_id)
+            if remix is not None:
+                await self.derivations.submit_remix(interaction, remix[0], remix[1], values)
+            elif custom_id == NEGATIVE_MODAL_ID:
+                await self.settings_panel.submit_negative(interaction, values)
+            else:
+                log.info("modal submission with an unknown custom id from user %s", interaction.user.id)
+        except Exception:
+            log.exception("modal submission %.40r failed", custom_id)
             with contextlib.suppress(discord.HTTPException):
                 text = "⚠️ Something went wrong on my side. The details are in my logs."
                 if interaction.response.is_done():

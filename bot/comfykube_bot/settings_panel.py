@@ -7,7 +7,9 @@ Each change is acknowledged first (a deferred update, inside Discord's 3 s),
 then written, then the panel is redrawn with what was stored.
 
 The negative prompt is free text: its button opens a modal prefilled with the
-stored value (an empty submission clears it).
+stored value (an empty submission clears it). The modal is sent stopped and its
+submission is routed by its custom id (`modals.py`), so it still saves after a
+restart.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from comfykube.types import MAX_PROMPT_LENGTH
 from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.markdown import code, escape
 from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.modals import send_stopped
 from comfykube_bot.policy import Policy
 from comfykube_bot.prefs import COUNTS, STEP_CHOICES, PrefsStore, UserPrefs
 from comfykube_bot.render import truncate
@@ -37,6 +40,8 @@ SETTING_ID_PATTERN = r"ks:(?P<setting>aspect|count|steps|model|private|negative|
 DEFAULT_VALUE = "-"
 #: Discord's limit on a modal text input.
 NEGATIVE_MAX = min(MAX_PROMPT_LENGTH, 4000)
+#: The negative-prompt modal's custom id (the user is whoever submits it).
+NEGATIVE_MODAL_ID = "ks-negative-modal"
 
 
 def panel_text(prefs: UserPrefs) -> str:
@@ -211,33 +216,45 @@ class SettingsPanel:
             log.error("reading settings failed: %s", exc)
             await reply(interaction, "⚠️ I can't read your settings right now.")
             return
-        panel = self
+        await send_stopped(interaction, negative_modal(prefs))
 
-        class NegativeModal(discord.ui.Modal, title="Default negative prompt"):
-            text: discord.ui.TextInput[Any] = discord.ui.TextInput(
-                label="Negative prompt (empty: none)", style=discord.TextStyle.paragraph, required=False,
-                max_length=NEGATIVE_MAX, default=(prefs.negative or "")[:NEGATIVE_MAX], custom_id="negative",
-            )
+    async def submit_negative(self, interaction: discord.Interaction[Any], values: dict[str, str]) -> None:
+        """The negative-prompt modal was submitted (maybe to an earlier process): store the value."""
+        value = values.get("negative", "").strip() or None
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge the negative prompt: %s", exc)
+            return
+        if not await self._allowed(interaction):
+            return
+        if value is not None and len(value) > NEGATIVE_MAX:  # the modal caps it; a forged submission may not
+            await reply(interaction, f"⚠️ The negative prompt can be at most {NEGATIVE_MAX} characters.")
+            self._count("negative", "invalid")
+            return
 
-            async def on_submit(self, modal_interaction: discord.Interaction[Any]) -> None:
-                value = self.text.value.strip() or None
-                await modal_interaction.response.defer(ephemeral=True, thinking=True)
+        def change(old: UserPrefs) -> UserPrefs:
+            return old.changed(negative=value)
 
-                def change(old: UserPrefs) -> UserPrefs:
-                    return old.changed(negative=value)
+        try:
+            saved = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
+        except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
+            log.error("saving settings failed: %s", exc)
+            await reply(interaction, "⚠️ I couldn't save that right now.")
+            self._count("negative", "error")
+            return
+        self._count("negative", "ok")
+        await reply(interaction, "Saved.\n" + panel_text(saved))
 
-                try:
-                    saved = await panel.prefs.update(
-                        modal_interaction.guild_id, modal_interaction.user.id, change
-                    )
-                except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
-                    log.error("saving settings failed: %s", exc)
-                    await reply(modal_interaction, "⚠️ I couldn't save that right now.")
-                    return
-                panel._count("negative", "ok")
-                await reply(modal_interaction, "Saved.\n" + panel_text(saved))
 
-        await interaction.response.send_modal(NegativeModal(custom_id="ks-negative-modal"))
+def negative_modal(prefs: UserPrefs) -> discord.ui.Modal:
+    """The default-negative-prompt form, prefilled (submissions go to `SettingsPanel.submit_negative`)."""
+    modal = discord.ui.Modal(title="Default negative prompt", custom_id=NEGATIVE_MODAL_ID, timeout=None)
+    modal.add_item(discord.ui.TextInput(
+        label="Negative prompt (empty: none)", style=discord.TextStyle.paragraph, required=False,
+        max_length=NEGATIVE_MAX, default=(prefs.negative or "")[:NEGATIVE_MAX], custom_id="negative",
+    ))
+    return modal
 
 
 class SettingItem(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.compile(SETTING_ID_PATTERN)):
@@ -261,4 +278,12 @@ class SettingItem(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.co
             await panel.component(interaction, self.setting)
 
 
-__all__ = ["SETTING_ID_PATTERN", "SettingItem", "SettingsPanel", "build_panel", "panel_text"]
+__all__ = [
+    "NEGATIVE_MODAL_ID",
+    "SETTING_ID_PATTERN",
+    "SettingItem",
+    "SettingsPanel",
+    "build_panel",
+    "negative_modal",
+    "panel_text",
+]
