@@ -226,13 +226,7 @@ class ComfyBot(discord.Client):
             await self.actions.button(interaction, action, namespace, name)
         except Exception:
             log.exception("button %s on %s/%s failed", action, namespace, name)
-            with contextlib.suppress(discord.HTTPException):
-                text = "⚠️ Something went wrong on my side. The details are in my logs."
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
-
+            await _answer_failure(interaction)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """Modal submissions, routed by custom id: the modals are sent stopped, so discord.py holds none (modals.py).
@@ -255,12 +249,17 @@ class ComfyBot(discord.Client):
                 log.info("modal submission with an unknown custom id from user %s", interaction.user.id)
         except Exception:
             log.exception("modal submission %.40r failed", custom_id)
-            with contextlib.suppress(discord.HTTPException):
-                text = "⚠️ Something went wrong on my side. The details are in my logs."
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
+            await _answer_failure(interaction)
+
+
+async def _answer_failure(interaction: discord.Interaction[Any]) -> None:
+    """Tell the user only that it failed (the traceback is in the log)."""
+    with contextlib.suppress(discord.HTTPException):
+        text = "⚠️ Something went wrong on my side. The details are in my logs."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
 
 def apply_discord_endpoints(settings: BotSettings) -> None:
