@@ -258,6 +258,97 @@ async def test_derived_jobs_go_through_the_same_policy(tmp_path: Path, core: Set
             assert len(world.jobs()) == before and sha
 
 
+# ----------------------------------------------------------------------------- modals across a restart
+
+
+def stored_modals(bot: Any) -> dict[str, Any]:
+    """discord.py's in-memory modal store (a modal there is lost on restart and kept forever with no timeout)."""
+    return dict(bot._connection._view_store._modals)
+
+
+async def test_a_remix_modal_opened_before_a_restart_creates_the_changed_job_after_it(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running(bot_max_active_jobs=10) as bot:
+            _, name = await imagine(world, {"prompt": "a fox", "negative": "text", "seed": 42, "steps": 12})
+            await world.succeed(name, make_png(64, 64), seed=42)
+            await wait_for(lambda: bot.deliverer.delivered, what="delivered")
+            msg = fake.message(int(world.job(name)["metadata"]["annotations"]["comfykube.dev/discord-message"]))  # type: ignore[index]
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=msg.id, user_id=alice)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            modal_id = response.data["custom_id"]
+            assert modal_id == f"rxm:default/{name}", "the modal's id names the source job"
+            assert stored_modals(bot) == {}, "the modal is sent stopped: discord.py keeps no copy"
+        before = len(world.jobs())
+
+        async with world.running(bot_max_active_jobs=10) as bot:  # a new process, the same cluster
+            modal = await fake.submit_modal(modal_id, {"prompt": "a wolf", "negative": "text, blur", "seed": "5"},
+                                            message_id=msg.id, user_id=alice)
+            await modal.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(modal), what="remix queued")
+            remix = world.job(f"ij-{modal.id}")
+            assert remix is not None and len(world.jobs()) == before + 1
+            spec = remix["spec"]
+            assert (spec["prompt"], spec["negativePrompt"], spec["seed"]) == ("a wolf", "text, blur", 5)
+            assert spec["steps"] == 12, "the source's other settings are carried"
+            assert remix["metadata"]["labels"]["comfykube.dev/requester"] == str(alice)
+            assert remix["metadata"]["annotations"]["comfykube.dev/reroll-of"] == f"default/{name}"
+
+            # The id is untrusted input: another namespace, a job that is gone, a bad value.
+            for forged, expected in ((f"rxm:elsewhere/{name}", "another deployment"),
+                                     ("rxm:default/ij-gone", "no longer exists")):
+                h = await fake.submit_modal(forged, {"prompt": "a wolf", "negative": "", "seed": ""},
+                                            message_id=msg.id, user_id=alice)
+                await h.wait_response()
+                await wait_for(lambda h=h: ephemeral_text(h) and "thinking" not in ephemeral_text(h).lower(),
+                               what=f"answer to {forged}")
+                assert expected in ephemeral_text(h), ephemeral_text(h)
+            h = await fake.submit_modal(modal_id, {"prompt": "a wolf", "negative": "", "seed": "-1"},
+                                        message_id=msg.id, user_id=alice)
+            await h.wait_response()
+            await wait_for(lambda: "`seed`" in ephemeral_text(h), what="seed refused")
+            assert len(world.jobs()) == before + 1
+            assert stored_modals(bot) == {}
+
+
+async def test_the_negative_prompt_modal_saves_after_a_restart(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running() as bot:
+            handle = await fake.slash_command("settings show", {})
+            await handle.wait_response()
+            await wait_for(lambda: handle.original and "Your /imagine defaults" in handle.original.content,
+                           what="panel")
+            panel = panel_of(handle)
+            click = await fake.click("ks:negative", message_id=panel.id)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            modal_id = response.data["custom_id"]
+            assert stored_modals(bot) == {}
+        assert stored_prefs(world, alice) == {}
+
+        async with world.running():
+            modal = await fake.submit_modal(modal_id, {"negative": "blurry, text"}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "Saved." in ephemeral_text(modal), what="saved")
+            assert stored_prefs(world, alice) == {"negative": "blurry, text"}
+            # A forged submission longer than the modal allows is refused, the stored value kept.
+            modal = await fake.submit_modal(modal_id, {"negative": "x" * 5000}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "at most" in ephemeral_text(modal), what="too long")
+            assert stored_prefs(world, alice) == {"negative": "blurry, text"}
+            # An empty submission clears it.
+            modal = await fake.submit_modal(modal_id, {"negative": "  "}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "Saved." in ephemeral_text(modal), what="cleared")
+            assert stored_prefs(world, alice) == {}
+
+
 # ----------------------------------------------------------------------------- one retry layer
 
 

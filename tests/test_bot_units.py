@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import io
 import itertools
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -361,3 +363,86 @@ def test_run_bot_exits_2_with_a_readable_message_on_bad_configuration(
     assert run_bot(health_port=0, metrics_port=0) == 2
     err = capsys.readouterr().err
     assert "DISCORD_TOKEN" in err and "BOT_MAX_ACTIVE_JOBS" in err
+
+
+BOT_PACKAGE = Path(__file__).resolve().parent.parent / "bot" / "comfykube_bot"
+
+
+def _annotations(tree: ast.AST) -> list[ast.expr]:
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            found += [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+                      if x is not None and x.annotation is not None]
+            found += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return found
+
+
+def reaches_back(source: str) -> list[str]:
+    """Where a module imports `comfykube_bot.main` or names `ComfyBot` (in code or annotations, not in prose)."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if a.name == "comfykube_bot.main" or a.name.startswith("comfykube_bot.main.")]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = {a.name for a in node.names}
+            if module in ("comfykube_bot.main", ".main") or (module in ("comfykube_bot", ".") and "main" in names):
+                found.append(f"line {node.lineno}: from {module} import {', '.join(sorted(names))}")
+        elif isinstance(node, ast.Name) and node.id == "ComfyBot":
+            found.append(f"line {node.lineno}: name ComfyBot")
+        elif isinstance(node, ast.Attribute) and node.attr == "ComfyBot":
+            found.append(f"line {node.lineno}: attribute ComfyBot")
+    # String annotations ("ComfyBot") are forward references too.
+    found += [f"line {a.lineno}: annotation {ast.unparse(a)}" for a in _annotations(tree)
+              if any(isinstance(c, ast.Constant) and "ComfyBot" in str(c.value) for c in ast.walk(a))]
+    return found
+
+
+def test_no_bot_module_reaches_back_to_comfybot() -> None:
+    # The checker itself sees each way back (so a pass below means something).
+    for sample in (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from comfykube_bot.main import ComfyBot\n",
+        "from .main import ComfyBot\n",
+        "from comfykube_bot import main\n",
+        "import comfykube_bot.main\n",
+        "def f(bot: 'ComfyBot') -> None: ...\n",
+        "class A:\n    bot: list['ComfyBot']\n",
+        "import comfykube_bot.main as m\nx: m.ComfyBot\n",
+    ):
+        assert reaches_back(sample), sample
+    assert reaches_back('"""The parts are wired by `main.ComfyBot` (see its docstring)."""\n') == []
+
+    modules = sorted(p for p in BOT_PACKAGE.glob("*.py") if p.name != "main.py")
+    assert len(modules) > 10, f"bot modules not found under {BOT_PACKAGE}"
+    offenders = {p.name: hits for p in modules if (hits := reaches_back(p.read_text(encoding="utf-8")))}
+    assert offenders == {}, "only main.py may know ComfyBot; give the part its dependencies instead"
+
+
+def test_modal_submissions_are_read_as_untrusted_input() -> None:
+    from comfykube_bot.derive import parse_remix_modal_id, remix_modal_id
+    from comfykube_bot.modals import submitted_values
+
+    payload = {"custom_id": "rxm:default/ij-1", "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "prompt", "value": "a wolf"}]},
+        {"type": 18, "component": {"type": 4, "custom_id": "seed", "value": "5"}},  # a label (newer modals)
+        {"type": 1, "components": [{"type": 4, "custom_id": "negative", "value": 7}]},  # not text: skipped
+        "junk", {"type": 1, "components": "junk"}, {"type": 1, "components": [None, {"custom_id": "x" * 101,
+                                                                                     "value": "too long an id"}]},
+    ]}
+    assert submitted_values(payload) == {"prompt": "a wolf", "seed": "5"}
+    assert submitted_values(None) == {} and submitted_values({"components": {"a": 1}}) == {}
+
+    assert remix_modal_id("default", "ij-1") == "rxm:default/ij-1"
+    assert parse_remix_modal_id("rxm:default/ij-1") == ("default", "ij-1")
+    for forged in ("rxm:default/ij-1/x", "rxm:Default/ij-1", "rxm:default/", "rxm:/ij-1", " rxm:default/ij-1",
+                   "rx-modal:ij-1", "rxm:default/ij_1", "rxm:default/" + "a" * 100, None, 5):
+        assert parse_remix_modal_id(forged) is None, forged
+    # Any name the grid's `ig:rx:<i>:` id can carry fits in a modal id (both capped at 100 characters).
+    longest = "n" * (100 - len("ig:rx:0:default/"))
+    assert remix_modal_id("default", longest) is not None

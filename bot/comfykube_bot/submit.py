@@ -27,7 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -42,12 +42,16 @@ from comfykube.names import (
 )
 from comfykube.types import ImageJobSpec
 from comfykube.workflows import WorkflowLibrary
+from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.flags import FlagError, parse_inline_flags
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.markdown import code
+from comfykube_bot.metrics import BotMetrics
 from comfykube_bot.policy import Caller, Policy, Refusal
-from comfykube_bot.prefs import UserPrefs, apply_prefs
+from comfykube_bot.prefs import PrefsStore, UserPrefs, apply_prefs
 from comfykube_bot.render import render_progress, truncate
+from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.specs import (
     ImagineOptions,
     OptionError,
@@ -56,10 +60,7 @@ from comfykube_bot.specs import (
     build_spec,
     job_name,
 )
-from comfykube_bot.updater import message_kwargs
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.updater import MessageUpdater, message_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,35 @@ async def reply(interaction: discord.Interaction[Any], text: str) -> None:
 
 
 class Submitter:
-    """Admission and creation of ImageJobs for one bot."""
+    """Admission and creation of ImageJobs for one bot.
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
-        self.settings = bot.settings
-        self.policy: Policy = bot.policy
-        self.jobs: JobStore = bot.jobs
+    `client` posts the job messages that reply to a grid (a channel message, not a followup).
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        settings: BotSettings,
+        policy: Policy,
+        jobs: JobStore,
+        prefs: PrefsStore,
+        workflows: WorkflowLibrary,
+        checkpoints: CheckpointCache,
+        updater: MessageUpdater,
+        metrics: BotMetrics,
+        signer: Signer,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.policy = policy
+        self.jobs = jobs
+        self.prefs = prefs
+        self.workflows = workflows
+        self.checkpoints = checkpoints
+        self.updater = updater
+        self.metrics = metrics
+        self.signer = signer
         self._last_submit: dict[int, float] = {}
         self._user_locks: dict[int, asyncio.Lock] = {}
 
@@ -116,7 +139,7 @@ class Submitter:
         except discord.HTTPException as exc:  # 10062: too late, or already answered
             log.warning("could not defer interaction %s: %s", interaction.id, exc)
             return False
-        self.bot.metrics.defer_seconds.observe(time.perf_counter() - received)
+        self.metrics.defer_seconds.observe(time.perf_counter() - received)
         return True
 
     async def imagine(self, interaction: discord.Interaction[Any], options: ImagineOptions, received: float) -> None:
@@ -156,15 +179,15 @@ class Submitter:
     async def prefs_of(self, caller: Caller) -> UserPrefs:
         """The caller's /settings (none when the ConfigMap cannot be read: the request still goes through)."""
         try:
-            return await self.bot.prefs.get(caller.guild_id, caller.user_id)
+            return await self.prefs.get(caller.guild_id, caller.user_id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.warning("reading /settings of user %s failed (%s); using the defaults", caller.user_id, exc)
             return UserPrefs()
 
     async def refuse(self, interaction: discord.Interaction[Any], refusal: Refusal, command: str) -> None:
         """Count and answer a refusal (ephemeral)."""
-        self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
-        self.bot.metrics.interactions.labels(kind="command", name=command, outcome="refused").inc()
+        self.metrics.refusals.labels(reason=refusal.reason).inc()
+        self.metrics.interactions.labels(kind="command", name=command, outcome="refused").inc()
         log.info("refused %s for user %s: %s", command, interaction.user.id, refusal.reason)
         await reply(interaction, refusal.message)
 
@@ -173,7 +196,7 @@ class Submitter:
         refusal = self.policy.check_prompt(spec.prompt)
         if refusal is not None:
             return refusal
-        library: WorkflowLibrary = self.bot.workflows
+        library = self.workflows
         try:
             workflow = library.get(spec.workflow)
             # Input images are fetched by the operator; here only their names matter (required ones given).
@@ -187,7 +210,7 @@ class Submitter:
         if refusal is not None:
             return refusal
         if spec.model:
-            offered = await self.bot.checkpoints.check(spec.model)
+            offered = await self.checkpoints.check(spec.model)
             if offered is not None:
                 shown = ", ".join(code(m) for m in self.policy.visible_models(offered, caller)[:15]) or "none"
                 text = f"⚠️ `model`: {code(spec.model)} is not installed on the renderer. Available: {shown}"
@@ -233,7 +256,7 @@ class Submitter:
             except (ApiException, OSError, TimeoutError) as exc:
                 log.error("listing ImageJobs failed: %s", exc)
                 await reply(interaction, "⚠️ I can't reach the render queue right now. Please try again in a minute.")
-                self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+                self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
                 return
             refusal = self.policy.check_cooldown(self._seconds_since_last(caller.user_id, user_jobs))
             active = sum(1 for j in user_jobs if j.active)
@@ -283,18 +306,18 @@ class Submitter:
                 reference = discord.MessageReference(
                     message_id=reply_to, channel_id=caller.channel_id, fail_if_not_exists=False
                 )
-                channel = self.bot.get_partial_messageable(caller.channel_id, guild_id=caller.guild_id)
+                channel = self.client.get_partial_messageable(caller.channel_id, guild_id=caller.guild_id)
                 message = await channel.send(**message_kwargs(first, for_new=True), reference=reference)
-                self.bot.metrics.posts.labels(outcome="ok").inc()
-                self.bot.updater.remember(message.id, first)
+                self.metrics.posts.labels(outcome="ok").inc()
+                self.updater.remember(message.id, first)
             else:
                 message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
-                self.bot.updater.remember(message.id, first)
+                self.updater.remember(message.id, first)
                 # Before the job exists: its first status change may arrive right after the create.
-                self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
+                self.updater.register_token(message.id, interaction.followup, interaction.expires_at)
         except discord.HTTPException as exc:
             log.error("could not post the job message for %s: %s", name, exc)
-            self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+            self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
             await reply(interaction, "⚠️ I couldn't post in this channel. Check my permissions here.")
             return
         origin = Origin(
@@ -308,12 +331,12 @@ class Submitter:
             reroll_of=reroll_of,
         )
         try:
-            manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.bot.signer)
+            manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.signer)
             job = await self.jobs.create(manifest)
         except (ApiException, OSError, TimeoutError) as exc:
             detail = exc.reason if isinstance(exc, ApiException) else type(exc).__name__
             log.error("creating ImageJob %s/%s failed: %s", namespace, name, exc)
-            self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+            self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
             try:
                 await interaction.followup.edit_message(
                     message.id, content=f"❌ **Could not submit** — the render queue refused it ({detail}).",
@@ -323,8 +346,8 @@ class Submitter:
             except discord.HTTPException:
                 pass
             return
-        self.bot.metrics.jobs_created.inc()
-        self.bot.metrics.interactions.labels(kind="command", name=command, outcome="created").inc()
+        self.metrics.jobs_created.inc()
+        self.metrics.interactions.labels(kind="command", name=command, outcome="created").inc()
         log.info("[%s] created for user %s in channel %s (message %s)", job.key, caller.user_id, caller.channel_id,
                  message.id)
         limit = self.settings.bot_max_active_jobs
