@@ -6,6 +6,7 @@ import ast
 import datetime as dt
 import io
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from comfykube_bot.render import (
     status_line,
 )
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.specs import (
     ImagineOptions,
     OptionError,
@@ -145,6 +147,39 @@ def test_manifest_carries_labels_and_annotations_the_operator_and_bot_need() -> 
     assert ann["comfykube.dev/discord-channel"] == str(GENERAL) and ann["comfykube.dev/discord-message"] == "77"
     assert ann["comfykube.dev/discord-spoiler"] == "true"
     assert body["spec"]["batchSize"] == 2
+
+
+def test_the_private_annotation_is_signed_without_breaking_older_signatures() -> None:
+    signer = Signer(b"k" * 32)
+    origin = Origin(user_id=42, guild_id=7, channel_id=8, message_id=9, interaction_id=10)
+    spec = build_spec(ImagineOptions(prompt="cat"))
+    public = build_manifest(spec, "ij-10", origin, signer=signer)["metadata"]
+    private = build_manifest(spec, "ij-10", replace(origin, private=True), signer=signer)["metadata"]
+    assert "comfykube.dev/discord-private" not in public["annotations"]
+    assert private["annotations"]["comfykube.dev/discord-private"] == "true"
+    # A public job's signature is byte for byte what the bot wrote before the annotation existed
+    # (this value was made by the signing code of that time): jobs in flight across the upgrade stay bot jobs.
+    assert public["annotations"]["comfykube.dev/discord-signature"] == \
+        "v1:e8f987720e12e76c7c560ce3d437d24d904c51e1cc713285998e8fe066d62ce0"
+
+    def read(meta: dict[str, object]) -> JobInfo:
+        return JobInfo.from_obj({"metadata": {**meta, "namespace": "default"}, "spec": spec.wire()}, signer)
+
+    assert read(public).verified and not read(public).private
+    assert read(private).verified and read(private).private
+    assert private["annotations"]["comfykube.dev/discord-signature"] != \
+        public["annotations"]["comfykube.dev/discord-signature"]
+    # Removing the annotation (to make a private result public) or changing it breaks the signature: the job
+    # becomes a kubectl job, whose job message the bot no longer touches.
+    for value in (None, "false", "TRUE"):
+        annotations = {k: v for k, v in private["annotations"].items() if k != "comfykube.dev/discord-private"}
+        if value is not None:
+            annotations["comfykube.dev/discord-private"] = value
+        forged = read({**private, "annotations": annotations})
+        assert not forged.verified and forged.message_id is None and not forged.private, value
+    # Added to an older (public) job with its old signature: not honoured either.
+    added = read({**public, "annotations": {**public["annotations"], "comfykube.dev/discord-private": "true"}})
+    assert not added.verified and not added.private and added.message_id is None
 
 
 def test_reroll_keeps_the_spec_with_a_new_seed_and_drops_notify() -> None:
