@@ -11,6 +11,13 @@ responsible for (no job message, no `spec.notify.discord`) are ignored.
   after 15 minutes or a restart), or is posted as a new message for jobs
   created with kubectl (`spec.notify.discord.channelId`), or when the job
   message was deleted.
+- Private jobs (`comfykube.dev/discord-private`, signed): the job message is
+  ephemeral, so only the interaction token reaches it. Progress and the result
+  go there while the token works; after it expired, after a restart, or when
+  the message is gone, the result is posted in the requester's DMs (`POST
+  /users/@me/channels`, then a message) and never in the channel. A user whose
+  DMs are closed to the bot gets nothing posted: the record says
+  `refused=DirectMessagesClosed` and `/jobs` still lists the job.
 - A claim that never became a record (left by a process that died, or by an
   API error in this one) is checked against Discord before anything is
   posted: a job message (or a recent message in the channel) whose embed
@@ -29,6 +36,7 @@ import logging
 from dataclasses import replace as dc_replace
 from typing import Any
 
+import aiohttp
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -97,7 +105,7 @@ class Deliverer:
         """Where the job message is (None for jobs without one)."""
         if job.message_id is None or job.channel_id is None:
             return None
-        return Target(job.channel_id, job.message_id, job.guild_id)
+        return Target(job.channel_id, job.message_id, job.guild_id, private=job.private)
 
     def mark_cancelled_by_owner(self, job: JobInfo) -> None:
         """The owner cancelled: the DELETED event must not overwrite the "cancelled" text."""
@@ -278,17 +286,24 @@ class Deliverer:
                 payload = await self.final_payload(job, limit)
                 outcome = await self.updater.update(target, payload)
             message_id = target.message_id if outcome is Outcome.SENT else None
-        if outcome is Outcome.GONE:
+        if job.private and outcome in (Outcome.GONE, Outcome.NO_TOKEN):
+            # The ephemeral job message is out of reach (token expired, a restart, or it is gone): the
+            # requester's DMs, never the channel. A DM's upload limit is Discord's default, not the guild's.
+            dm_limit = min(limit, DEFAULT_UPLOAD_LIMIT)
+            if dm_limit < limit and payload.files:
+                payload = await self.final_payload(job, dm_limit)
+            outcome, message_id = await self._post_dm(job, payload, dm_limit)
+            if outcome is Outcome.CLOSED:
+                log.warning("[%s] private result not delivered: the requester's DMs are closed to the bot", job.key)
+                await self.jobs.record_delivery(job, None, refused="DirectMessagesClosed")
+                self.metrics.refusals.labels(reason="DirectMessagesClosed").inc()
+                self._delivered(job.key, None)
+                return
+        elif outcome is Outcome.GONE:
             # No job message (kubectl job with notify), or it was deleted: post a new one.
             channel_id = job.channel_id
             if channel_id is not None:
-                outcome, message_id = await self.updater.post(channel_id, payload, guild_id=job.guild_id)
-                for _ in range(4):
-                    if outcome is not Outcome.TOO_LARGE or not payload.files:
-                        break
-                    limit = min(limit, max(len(f.data) for f in payload.files)) // 2
-                    payload = await self.final_payload(job, limit)
-                    outcome, message_id = await self.updater.post(channel_id, payload)
+                outcome, message_id = await self._post_fitting(job, channel_id, job.guild_id, payload, limit)
         if outcome in (Outcome.SENT, Outcome.GONE):
             # GONE here means there is nowhere left to show it: record that too, or every start would retry.
             await self.jobs.record_delivery(job, message_id)
@@ -299,6 +314,41 @@ class Deliverer:
             # The claim stays: the next start checks Discord and finishes the delivery.
             log.warning("[%s] result could not be shown (%s); will retry on restart", job.key, outcome.value)
 
+    async def _post_fitting(
+        self, job: JobInfo, channel_id: int, guild_id: int | None, payload: MessagePayload, limit: int
+    ) -> tuple[Outcome, int | None]:
+        """Post the result, shrinking the images while Discord answers 413."""
+        outcome, message_id = await self.updater.post(channel_id, payload, guild_id=guild_id)
+        for _ in range(4):
+            if outcome is not Outcome.TOO_LARGE or not payload.files:
+                break
+            limit = min(limit, max(len(f.data) for f in payload.files)) // 2
+            payload = await self.final_payload(job, limit)
+            outcome, message_id = await self.updater.post(channel_id, payload, guild_id=guild_id)
+        return outcome, message_id
+
+    async def dm_channel(self, job: JobInfo) -> int | None:
+        """The requester's DM channel with the bot (`POST /users/@me/channels`; discord.py caches it)."""
+        if job.requester is None:
+            return None
+        channel = await self.client.create_dm(discord.Object(job.requester))
+        return channel.id
+
+    async def _post_dm(self, job: JobInfo, payload: MessagePayload, limit: int) -> tuple[Outcome, int | None]:
+        """A private job's result as a DM to its requester."""
+        try:
+            channel_id = await self.dm_channel(job)
+        except discord.HTTPException as exc:
+            log.warning("[%s] could not open a DM with the requester: %s %s", job.key, exc.status, exc.code)
+            # A refusal (4xx) will not change on a retry; a rate limit or a server error may.
+            return (Outcome.FAILED if exc.status == 429 or exc.status >= 500 else Outcome.CLOSED), None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("[%s] could not open a DM with the requester: %s", job.key, exc)
+            return Outcome.FAILED, None
+        if channel_id is None:
+            return Outcome.GONE, None
+        return await self._post_fitting(job, channel_id, None, payload, limit)
+
     # ------------------------------------------------------------------ recovery
 
     async def find_posted(self, job: JobInfo, since: float | None) -> int | None:
@@ -306,7 +356,8 @@ class Deliverer:
         marker = final_marker(job)
         target = self.target(job)
         try:
-            if target is not None:
+            # An ephemeral (private) job message cannot be read with the bot token; its DMs can.
+            if target is not None and not job.private:
                 channel = self.client.get_partial_messageable(target.channel_id)
                 try:
                     message = await channel.fetch_message(target.message_id)
@@ -314,7 +365,7 @@ class Deliverer:
                     message = None
                 if message is not None and _has_marker(message, marker):
                     return message.id
-            channel_id = job.channel_id
+            channel_id = await self.dm_channel(job) if job.private else job.channel_id
             if channel_id is None:
                 return None
             after = None

@@ -14,8 +14,10 @@
 All three go through `Submitter.submit` — the same deny-list, model rules,
 per-user limits, cooldown and queue cap as `/imagine` — for whoever clicked,
 who is recorded as the new job's requester. Upscale and Vary post their job
-message as a reply to the grid. State comes from the ImageJob named in the
-custom id, so the buttons work after a restart.
+message as a reply to the grid. A job made from a private job is private too
+(an ephemeral job message, no reply in the channel, a late result by DM),
+whoever clicked. State comes from the ImageJob named in the custom id, so the
+buttons work after a restart.
 """
 
 from __future__ import annotations
@@ -172,7 +174,8 @@ class Derivations:
         command = {"up": "upscale", "vs": "vary", "vv": "vary"}[action]
         grid_message = interaction.message.id if interaction.message is not None else None
         await self.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command=command,
-                                        reroll_of=source.key, reply_to=grid_message)
+                                    reroll_of=source.key, reply_to=grid_message,
+                                    private=True if source.private else None)
 
     async def _source(self, interaction: discord.Interaction[Any], action: str, namespace: str,
                       name: str) -> JobInfo | None:
@@ -226,7 +229,7 @@ class Derivations:
             self._count("remix", "invalid")
             return
         await self.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command="remix",
-                                    reroll_of=source.key)
+                                    reroll_of=source.key, private=True if source.private else None)
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):

@@ -1,5 +1,8 @@
 """`/settings` and `/settings reset`: the panel of a user's defaults (selects and a toggle).
 
+The toggle is "Private replies": `/imagine` then answers ephemerally and a
+late result comes by DM (`submit.py`, `delivery.py`).
+
 The panel is an ephemeral message; its components carry only which setting
 they change (`ks:<setting>`), and the user is whoever clicks, so the panel
 keeps working after a restart (the values live in the ConfigMap, `prefs.py`).
@@ -56,6 +59,8 @@ def panel_text(prefs: UserPrefs) -> str:
         f"Aspect: {show(prefs.aspect)} · Images: {show(prefs.count)} · Steps: {show(prefs.steps)}",
         f"Model: {show(prefs.model)}",
         f"Negative prompt: {negative}",
+        "Private replies: **on** — only you see your jobs here; a result after about 15 minutes comes by DM"
+        if prefs.private else "Private replies: off — job messages are posted in the channel",
     ])
 
 
@@ -67,7 +72,8 @@ def _select(setting: str, placeholder: str, choices: list[str], current: Any) ->
 
 
 def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
-    """Four selects and a row of buttons: negative prompt, reset (a stopped view; `SettingItem` routes clicks)."""
+    """Four selects and a row of buttons: private replies, negative prompt, reset (a stopped view; `SettingItem`
+    routes clicks)."""
     view = discord.ui.View(timeout=None)
     rows: list[discord.ui.Item[Any]] = [
         _select("aspect", "Aspect ratio", list(ASPECTS), prefs.aspect),
@@ -79,8 +85,10 @@ def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
         item.row = row
         view.add_item(item)
     buttons: list[discord.ui.Button[Any]] = [
-        # No "private replies" toggle yet: prefs.py stores the field, but nothing applies it (docs/bot.md,
-        # Known gaps); a toggle that changes nothing would mislead.
+        # A toggle: the label says what is set now, a click flips it (the stored value, not the label, decides).
+        discord.ui.Button(label=f"Private replies: {'on' if prefs.private else 'off'}", custom_id="ks:private",
+                          style=discord.ButtonStyle.success if prefs.private else discord.ButtonStyle.secondary,
+                          emoji="🔒", row=4),
         discord.ui.Button(label="Negative prompt…", custom_id="ks:negative", style=discord.ButtonStyle.secondary,
                           row=4),
         discord.ui.Button(label="Reset", custom_id="ks:reset", style=discord.ButtonStyle.danger, row=4),

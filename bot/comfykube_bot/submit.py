@@ -14,7 +14,10 @@ Order of work, and why:
    slip under the limit;
 3. fill the ephemeral reply, then post the **public job message** as a
    followup (a second followup is a new message; it can be edited through
-   the interaction token for 15 minutes and through the bot token after);
+   the interaction token for 15 minutes and through the bot token after). With
+   private replies (`/settings`, or a job derived from a private one) that
+   followup is **ephemeral** instead: only the token reaches it, and a result
+   that comes later goes by DM (`delivery.py`);
 4. create the ImageJob with that message's id in its annotations, so the
    job knows its message from its very first version (a bot restarted at any
    later moment finds it). The job's name derives from the interaction id, so
@@ -153,7 +156,8 @@ class Submitter:
             return
         try:
             parsed = parse_inline_flags(options.prompt)
-            merged = apply_prefs(options.merged_with_flags(parsed.options, parsed.text), await self.prefs_of(caller))
+            prefs = await self.prefs_of(caller)
+            merged = apply_prefs(options.merged_with_flags(parsed.options, parsed.text), prefs)
             spec = build_spec(
                 merged, base_size=self.settings.bot_base_size, ttl_seconds=self.settings.bot_job_ttl_seconds
             )
@@ -163,7 +167,7 @@ class Submitter:
         except OptionError as exc:
             await self.refuse(interaction, Refusal("InvalidOption", f"⚠️ {exc.message}"), "imagine")
             return
-        await self.submit(interaction, caller, spec, spoiler=options.spoiler, command="imagine")
+        await self.submit(interaction, caller, spec, spoiler=options.spoiler, command="imagine", private=prefs.private)
 
     async def reroll(self, interaction: discord.Interaction[Any], source: JobInfo, spec: ImageJobSpec) -> None:
         """The Reroll button (already deferred): the same spec with a new seed, for whoever clicked."""
@@ -172,17 +176,23 @@ class Submitter:
         if refusal is not None:
             await self.refuse(interaction, refusal, "reroll")
             return
-        await self.submit(interaction, caller, spec, spoiler=source.spoiler, command="reroll", reroll_of=source.key)
+        await self.submit(interaction, caller, spec, spoiler=source.spoiler, command="reroll", reroll_of=source.key,
+                          private=True if source.private else None)
 
     # ------------------------------------------------------------------ shared
 
     async def prefs_of(self, caller: Caller) -> UserPrefs:
-        """The caller's /settings (none when the ConfigMap cannot be read: the request still goes through)."""
+        """The caller's /settings (the defaults when the ConfigMap cannot be read: the request still goes through).
+
+        The defaults then include private replies: not knowing whether the user asked for privacy must not
+        put their prompt in the channel (a private reply to someone who did not ask costs nothing).
+        """
         try:
             return await self.prefs.get(caller.guild_id, caller.user_id)
         except (ApiException, OSError, TimeoutError) as exc:
-            log.warning("reading /settings of user %s failed (%s); using the defaults", caller.user_id, exc)
-            return UserPrefs()
+            log.warning("reading /settings of user %s failed (%s); using the defaults, privately", caller.user_id,
+                        exc)
+            return UserPrefs(private=True)
 
     async def refuse(self, interaction: discord.Interaction[Any], refusal: Refusal, command: str) -> None:
         """Count and answer a refusal (ephemeral)."""
@@ -238,15 +248,20 @@ class Submitter:
         command: str,
         reroll_of: str | None = None,
         reply_to: int | None = None,
+        private: bool | None = None,
     ) -> None:
         """Checks that need I/O, then message + ImageJob (the interaction is deferred already).
 
-        `reply_to`: post the job message as a reply to that message (Upscale/Vary of a grid).
+        `reply_to`: post the job message as a reply to that message (Upscale/Vary of a grid; not for
+        private jobs, whose message is ephemeral). `private`: private replies; None reads the caller's
+        `/settings` (a job derived from a private job passes True: it stays private whoever clicked).
         """
         refusal = await self.check_content(spec, caller)
         if refusal is not None:
             await self.refuse(interaction, refusal, command)
             return
+        if private is None:
+            private = (await self.prefs_of(caller)).private
         lock = self._user_locks.setdefault(caller.user_id, asyncio.Lock())
         async with lock:
             try:
@@ -267,7 +282,7 @@ class Submitter:
                 return
             self._last_submit[caller.user_id] = time.monotonic()
             await self._create(interaction, caller, spec, spoiler=spoiler, command=command, reroll_of=reroll_of,
-                               active=active, reply_to=reply_to)
+                               active=active, reply_to=None if private else reply_to, private=private)
 
     async def _create(
         self,
@@ -280,6 +295,7 @@ class Submitter:
         reroll_of: str | None,
         active: int,
         reply_to: int | None = None,
+        private: bool = False,
     ) -> None:
         namespace = self.jobs.namespace
         name = job_name(interaction.id)
@@ -311,7 +327,10 @@ class Submitter:
                 self.metrics.posts.labels(outcome="ok").inc()
                 self.updater.remember(message.id, first)
             else:
-                message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
+                # Private: an ephemeral followup, seen by the requester only and reachable by the token only.
+                message = await interaction.followup.send(
+                    **message_kwargs(first, for_new=True), ephemeral=private, wait=True
+                )
                 self.updater.remember(message.id, first)
                 # Before the job exists: its first status change may arrive right after the create.
                 self.updater.register_token(message.id, interaction.followup, interaction.expires_at)
@@ -329,6 +348,7 @@ class Submitter:
             upload_limit=interaction.filesize_limit,
             spoiler=spoiler,
             reroll_of=reroll_of,
+            private=private,
         )
         try:
             manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.signer)
@@ -351,10 +371,11 @@ class Submitter:
         log.info("[%s] created for user %s in channel %s (message %s)", job.key, caller.user_id, caller.channel_id,
                  message.id)
         limit = self.settings.bot_max_active_jobs
+        text = f"✅ Queued as `{name}` · {active + 1} of {limit} active job{'s' if limit != 1 else ''}."
+        if private:
+            text += "\n🔒 Private: only you see it here. A result after about 15 minutes comes by DM."
         try:
-            await interaction.edit_original_response(
-                content=f"✅ Queued as `{name}` · {active + 1} of {limit} active job{'s' if limit != 1 else ''}."
-            )
+            await interaction.edit_original_response(content=text)
         except discord.HTTPException as exc:
             log.info("could not confirm %s to the user: %s", name, exc)
 
