@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 from PIL import Image
 
@@ -266,6 +267,19 @@ async def test_a_private_result_is_never_posted_publicly_when_dms_are_closed(tmp
         assert dm is not None and fake.messages_in(dm) == []
         assert fake.requests_to("POST", rf"^/channels/{dm}/messages$"), "the DM was tried"
         assert not shown_in_channel(world, name)
+
+
+async def test_unreadable_settings_make_the_reply_private_rather_than_public(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world, world.running():
+        # Readable and empty settings: public, as the defaults say.
+        _, name = await imagine(world, {"prompt": "known wishes"})
+        assert not job_message(world, name).ephemeral
+        # The API server fails ConfigMap reads: whether the user asked for privacy is unknown.
+        world.kube["get", kmock.resource("", "v1", "configmaps")] << 500
+        _, name = await imagine(world, {"prompt": "unknown wishes"})
+        job = world.job(name)
+        assert job is not None and job["metadata"]["annotations"][PRIVATE] == "true"
+        assert job_message(world, name).ephemeral
 
 
 # ----------------------------------------------------------------------------- the grid

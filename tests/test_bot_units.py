@@ -321,6 +321,15 @@ def test_lists_stay_within_discord_content_limit() -> None:
     assert len(render_job_list(many, GUILD, title="t", empty="e")) <= 2000
 
 
+def test_a_private_job_shows_no_prompt_in_the_queue_and_no_message_link_in_jobs() -> None:
+    public, private = job("Queued", name="ij-1"), job("Queued", name="ij-2")
+    private.annotations["comfykube.dev/discord-private"] = "true"
+    queue = render_queue([public, private], cap=20)
+    assert queue.count("a red fox in snow") == 1 and "`ij-2` Queued · <@42> · 🔒 private" in queue
+    listed = render_job_list([public, private], GUILD, title="t", empty="e").splitlines()
+    assert "[message](" in listed[1] and "[message](" not in listed[2]
+
+
 # ----------------------------------------------------------------------------- throttle (fake clock)
 
 
