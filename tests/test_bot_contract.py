@@ -498,7 +498,7 @@ async def test_health_readiness_and_metrics(tmp_path: Path, core: Settings) -> N
 
     async with bot_world(tmp_path, core) as world:
         bot = await world.make_bot()
-        health = HealthServer(bot, host="127.0.0.1")
+        health = HealthServer(bot, bot.metrics, host="127.0.0.1")
         await health.start(-1, -1)
         try:
             base = f"http://127.0.0.1:{health.ports['health']}"

@@ -6,15 +6,18 @@ The tests play the operator by writing `status` (images are real objects in nani
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import kmock
 import pytest
 from PIL import Image
 
 from comfykube.settings import Settings
+from comfykube_bot.jobs import JobInfo
 from comfykube_bot.prefs import PrefsStore, UserPrefs, configmap_name
 from tests.standins.discord import CB_MODAL, make_png
 from tests.test_bot_support import NAMESPACE, BotWorld, bot_world, ephemeral_text, wait_for
@@ -123,6 +126,160 @@ async def test_settings_writes_are_optimistic_and_keep_concurrent_changes(tmp_pa
             UserPrefs(aspect="1:1")
         await bot.close()
 
+
+
+# ----------------------------------------------------------------------------- private replies
+
+PRIVATE = "comfykube.dev/discord-private"
+
+
+def shown_in_channel(world: BotWorld, name: str) -> bool:
+    """True when any version of any non-ephemeral message in the general channel names the job."""
+    for message in world.fake.messages_in(world.fake.channel_id, include_deleted=True):
+        if not message.ephemeral and any(name in json.dumps(v) for v in message.versions):
+            return True
+    return False
+
+
+def job_message(world: BotWorld, name: str) -> Any:
+    job = world.job(name)
+    assert job is not None, name
+    return world.fake.message(int(job["metadata"]["annotations"]["comfykube.dev/discord-message"]))
+
+
+def delivered_to(world: BotWorld, name: str) -> str:
+    job = world.job(name) or {}
+    return str(((job.get("metadata") or {}).get("annotations") or {}).get("comfykube.dev/discord-delivered", ""))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def toggle_private(world: BotWorld, user_id: int, want: bool) -> None:
+    """Open /settings and click the private replies toggle (it says what is set now)."""
+    fake = world.fake
+    handle = await fake.slash_command("settings show", {}, user_id=user_id)
+    await handle.wait_response()
+    await wait_for(lambda: handle.original and "Private replies" in handle.original.content, what="panel")
+    panel = panel_of(handle)
+    assert "ks:private" in panel.custom_ids()
+    assert ("Private replies: **on**" in panel.content) is not want, "the panel shows the current value"
+    click = await fake.click("ks:private", message_id=panel.id, user_id=user_id)
+    await click.wait_response()
+    await wait_for(lambda: stored_prefs(world, user_id).get("private", False) is want, what="private saved")
+    await wait_for(lambda: ("Private replies: **on**" in panel.content) is want, what="panel redrawn")
+
+
+async def test_private_replies_make_the_job_ephemeral_and_late_results_come_by_dm(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running(bot_max_active_jobs=10):
+            await toggle_private(world, alice, True)
+
+            # 1. The result arrives while the interaction token works: the ephemeral job message shows it.
+            h1, a = await imagine(world, {"prompt": "a secret garden"})
+            job_a = world.job(a)
+            assert job_a is not None and job_a["metadata"]["annotations"][PRIVATE] == "true"
+            info = JobInfo.from_obj(job_a, world.signer)
+            assert info.verified and info.private, "the annotation is covered by the bot's signature"
+            msg_a = job_message(world, a)
+            assert msg_a.ephemeral and msg_a.id in h1.followup_ids and "Private" in ephemeral_text(h1)
+            world.patch_status(a, phase="Running", progress={"value": 5, "max": 20})
+            await wait_for(lambda: "step 5/20" in msg_a.content, what="progress in the ephemeral message")
+            _, sha_a = await world.succeed(a, make_png(64, 64))
+            await wait_for(lambda: msg_a.attachments, what="result in the ephemeral message")
+            assert sha(msg_a.attachments[0].data) == sha_a
+            assert fake.requests_to("PATCH", rf"/webhooks/\d+/[^/]+/messages/{msg_a.id}$"), "edited by the token"
+            assert not fake.requests_to("*", rf"/channels/\d+/messages/{msg_a.id}$"), "never by the bot token"
+            assert fake.requests_to("POST", r"^/users/@me/channels$") == [], "no DM while the token works"
+
+            # 2. The token expired before the result (the bot's clock does not know: Discord says 401).
+            _, b = await imagine(world, {"prompt": "a second secret"})
+            msg_b = job_message(world, b)
+            assert msg_b.ephemeral
+            fake.advance(16 * 60)
+            _, sha_b = await world.succeed(b, make_png(64, 64))
+            await wait_for(lambda: delivered_to(world, b).startswith("message="), what="b delivered")
+            dm = fake.dm_channel_id(alice)
+            assert dm is not None
+            dm_b = fake.message(int(delivered_to(world, b).split(";")[0].split("=")[1]))
+            assert dm_b.channel_id == dm and dm_b.guild_id is None and not dm_b.ephemeral
+            assert [sha(x.data) for x in dm_b.attachments] == [sha_b]
+            assert not msg_b.attachments and not fake.requests_to("*", rf"/channels/\d+/messages/{msg_b.id}$")
+            created = fake.requests_to("POST", r"^/users/@me/channels$")
+            assert created and created[0].json == {"recipient_id": alice}
+
+            # 3. A job in flight while the bot restarts: the new process has no token, so the DM.
+            _, c = await imagine(world, {"prompt": "a third secret"})
+        _, sha_c = await world.succeed(c, make_png(64, 64))
+        async with world.running(bot_max_active_jobs=10):
+            await wait_for(lambda: delivered_to(world, c).startswith("message="), what="c delivered after restart")
+            dm_c = fake.message(int(delivered_to(world, c).split(";")[0].split("=")[1]))
+            assert dm_c.channel_id == dm and [sha(x.data) for x in dm_c.attachments] == [sha_c]
+            assert not job_message(world, c).attachments
+
+            # 4. Derived jobs stay private, even once the user has turned private replies off again.
+            await toggle_private(world, alice, False)
+            click = await fake.click(f"ij:reroll:default/{a}", message_id=msg_a.id)
+            await click.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click), what="reroll queued")
+            click_up = await fake.click(f"ig:up:0:default/{a}", message_id=msg_a.id)
+            await click_up.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(click_up), what="upscale queued")
+            derived = [f"ij-{click.id}", f"ij-{click_up.id}"]
+            for name in derived:
+                job = world.job(name)
+                assert job is not None and job["metadata"]["annotations"][PRIVATE] == "true", name
+                assert JobInfo.from_obj(job, world.signer).verified
+                assert job_message(world, name).ephemeral, "an ephemeral job message, not a reply to the grid"
+            assert not any((r.json or {}).get("message_reference") for r in fake.requests_to("POST", r"/messages$"))
+            await world.succeed(derived[1], make_png(64, 64))
+            await wait_for(lambda: job_message(world, derived[1]).attachments, what="upscale result, privately")
+
+            # With private replies off, a new job is public again (and the check below can see one).
+            _, public = await imagine(world, {"prompt": "nothing to hide"})
+            public_job = world.job(public)
+            assert public_job is not None and PRIVATE not in public_job["metadata"]["annotations"]
+            assert not job_message(world, public).ephemeral
+        assert shown_in_channel(world, public)
+        for name in (a, b, c, *derived):
+            assert not shown_in_channel(world, name), f"{name} was shown in the public channel"
+
+
+async def test_a_private_result_is_never_posted_publicly_when_dms_are_closed(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        bob = fake.user_ids["bob"]
+        next(m for m in fake.guild.members if m.id == bob).accepts_dms = False
+        async with world.running():
+            await toggle_private(world, bob, True)
+            _, name = await imagine(world, {"prompt": "bob's secret"}, user_id=bob)
+        await world.succeed(name)  # while no bot runs: the next one has no token
+        async with world.running() as bot:
+            await wait_for(lambda: delivered_to(world, name).startswith("refused="), what="delivery recorded")
+            assert delivered_to(world, name).startswith("refused=DirectMessagesClosed;")
+            assert bot.metrics.refusals.labels(reason="DirectMessagesClosed")._value.get() == 1
+        dm = fake.dm_channel_id(bob)
+        assert dm is not None and fake.messages_in(dm) == []
+        assert fake.requests_to("POST", rf"^/channels/{dm}/messages$"), "the DM was tried"
+        assert not shown_in_channel(world, name)
+
+
+async def test_unreadable_settings_make_the_reply_private_rather_than_public(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world, world.running():
+        # Readable and empty settings: public, as the defaults say.
+        _, name = await imagine(world, {"prompt": "known wishes"})
+        assert not job_message(world, name).ephemeral
+        # The API server fails ConfigMap reads: whether the user asked for privacy is unknown.
+        world.kube["get", kmock.resource("", "v1", "configmaps")] << 500
+        _, name = await imagine(world, {"prompt": "unknown wishes"})
+        job = world.job(name)
+        assert job is not None and job["metadata"]["annotations"][PRIVATE] == "true"
+        assert job_message(world, name).ephemeral
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -256,6 +413,97 @@ async def test_derived_jobs_go_through_the_same_policy(tmp_path: Path, core: Set
             await modal.wait_response()
             await wait_for(lambda: ephemeral_text(modal), what="remix refusal")
             assert len(world.jobs()) == before and sha
+
+
+# ----------------------------------------------------------------------------- modals across a restart
+
+
+def stored_modals(bot: Any) -> dict[str, Any]:
+    """discord.py's in-memory modal store (a modal there is lost on restart and kept forever with no timeout)."""
+    return dict(bot._connection._view_store._modals)
+
+
+async def test_a_remix_modal_opened_before_a_restart_creates_the_changed_job_after_it(
+    tmp_path: Path, core: Settings
+) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running(bot_max_active_jobs=10) as bot:
+            _, name = await imagine(world, {"prompt": "a fox", "negative": "text", "seed": 42, "steps": 12})
+            await world.succeed(name, make_png(64, 64), seed=42)
+            await wait_for(lambda: bot.deliverer.delivered, what="delivered")
+            msg = fake.message(int(world.job(name)["metadata"]["annotations"]["comfykube.dev/discord-message"]))  # type: ignore[index]
+            click = await fake.click(f"ig:rx:0:default/{name}", message_id=msg.id, user_id=alice)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            modal_id = response.data["custom_id"]
+            assert modal_id == f"rxm:default/{name}", "the modal's id names the source job"
+            assert stored_modals(bot) == {}, "the modal is sent stopped: discord.py keeps no copy"
+        before = len(world.jobs())
+
+        async with world.running(bot_max_active_jobs=10) as bot:  # a new process, the same cluster
+            modal = await fake.submit_modal(modal_id, {"prompt": "a wolf", "negative": "text, blur", "seed": "5"},
+                                            message_id=msg.id, user_id=alice)
+            await modal.wait_response()
+            await wait_for(lambda: "Queued as" in ephemeral_text(modal), what="remix queued")
+            remix = world.job(f"ij-{modal.id}")
+            assert remix is not None and len(world.jobs()) == before + 1
+            spec = remix["spec"]
+            assert (spec["prompt"], spec["negativePrompt"], spec["seed"]) == ("a wolf", "text, blur", 5)
+            assert spec["steps"] == 12, "the source's other settings are carried"
+            assert remix["metadata"]["labels"]["comfykube.dev/requester"] == str(alice)
+            assert remix["metadata"]["annotations"]["comfykube.dev/reroll-of"] == f"default/{name}"
+
+            # The id is untrusted input: another namespace, a job that is gone, a bad value.
+            for forged, expected in ((f"rxm:elsewhere/{name}", "another deployment"),
+                                     ("rxm:default/ij-gone", "no longer exists")):
+                h = await fake.submit_modal(forged, {"prompt": "a wolf", "negative": "", "seed": ""},
+                                            message_id=msg.id, user_id=alice)
+                await h.wait_response()
+                await wait_for(lambda h=h: ephemeral_text(h) and "thinking" not in ephemeral_text(h).lower(),
+                               what=f"answer to {forged}")
+                assert expected in ephemeral_text(h), ephemeral_text(h)
+            h = await fake.submit_modal(modal_id, {"prompt": "a wolf", "negative": "", "seed": "-1"},
+                                        message_id=msg.id, user_id=alice)
+            await h.wait_response()
+            await wait_for(lambda: "`seed`" in ephemeral_text(h), what="seed refused")
+            assert len(world.jobs()) == before + 1
+            assert stored_modals(bot) == {}
+
+
+async def test_the_negative_prompt_modal_saves_after_a_restart(tmp_path: Path, core: Settings) -> None:
+    async with bot_world(tmp_path, core) as world:
+        fake = world.fake
+        alice = fake.user_ids["alice"]
+        async with world.running() as bot:
+            handle = await fake.slash_command("settings show", {})
+            await handle.wait_response()
+            await wait_for(lambda: handle.original and "Your /imagine defaults" in handle.original.content,
+                           what="panel")
+            panel = panel_of(handle)
+            click = await fake.click("ks:negative", message_id=panel.id)
+            response = await click.wait_response()
+            assert response.type == CB_MODAL and response.data is not None
+            modal_id = response.data["custom_id"]
+            assert stored_modals(bot) == {}
+        assert stored_prefs(world, alice) == {}
+
+        async with world.running():
+            modal = await fake.submit_modal(modal_id, {"negative": "blurry, text"}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "Saved." in ephemeral_text(modal), what="saved")
+            assert stored_prefs(world, alice) == {"negative": "blurry, text"}
+            # A forged submission longer than the modal allows is refused, the stored value kept.
+            modal = await fake.submit_modal(modal_id, {"negative": "x" * 5000}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "at most" in ephemeral_text(modal), what="too long")
+            assert stored_prefs(world, alice) == {"negative": "blurry, text"}
+            # An empty submission clears it.
+            modal = await fake.submit_modal(modal_id, {"negative": "  "}, message_id=panel.id)
+            await modal.wait_response()
+            await wait_for(lambda: "Saved." in ephemeral_text(modal), what="cleared")
+            assert stored_prefs(world, alice) == {}
 
 
 # ----------------------------------------------------------------------------- one retry layer

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import io
 import itertools
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -27,6 +30,7 @@ from comfykube_bot.render import (
     status_line,
 )
 from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.specs import (
     ImagineOptions,
     OptionError,
@@ -143,6 +147,39 @@ def test_manifest_carries_labels_and_annotations_the_operator_and_bot_need() -> 
     assert ann["comfykube.dev/discord-channel"] == str(GENERAL) and ann["comfykube.dev/discord-message"] == "77"
     assert ann["comfykube.dev/discord-spoiler"] == "true"
     assert body["spec"]["batchSize"] == 2
+
+
+def test_the_private_annotation_is_signed_without_breaking_older_signatures() -> None:
+    signer = Signer(b"k" * 32)
+    origin = Origin(user_id=42, guild_id=7, channel_id=8, message_id=9, interaction_id=10)
+    spec = build_spec(ImagineOptions(prompt="cat"))
+    public = build_manifest(spec, "ij-10", origin, signer=signer)["metadata"]
+    private = build_manifest(spec, "ij-10", replace(origin, private=True), signer=signer)["metadata"]
+    assert "comfykube.dev/discord-private" not in public["annotations"]
+    assert private["annotations"]["comfykube.dev/discord-private"] == "true"
+    # A public job's signature is byte for byte what the bot wrote before the annotation existed
+    # (this value was made by the signing code of that time): jobs in flight across the upgrade stay bot jobs.
+    assert public["annotations"]["comfykube.dev/discord-signature"] == \
+        "v1:e8f987720e12e76c7c560ce3d437d24d904c51e1cc713285998e8fe066d62ce0"
+
+    def read(meta: dict[str, object]) -> JobInfo:
+        return JobInfo.from_obj({"metadata": {**meta, "namespace": "default"}, "spec": spec.wire()}, signer)
+
+    assert read(public).verified and not read(public).private
+    assert read(private).verified and read(private).private
+    assert private["annotations"]["comfykube.dev/discord-signature"] != \
+        public["annotations"]["comfykube.dev/discord-signature"]
+    # Removing the annotation (to make a private result public) or changing it breaks the signature: the job
+    # becomes a kubectl job, whose job message the bot no longer touches.
+    for value in (None, "false", "TRUE"):
+        annotations = {k: v for k, v in private["annotations"].items() if k != "comfykube.dev/discord-private"}
+        if value is not None:
+            annotations["comfykube.dev/discord-private"] = value
+        forged = read({**private, "annotations": annotations})
+        assert not forged.verified and forged.message_id is None and not forged.private, value
+    # Added to an older (public) job with its old signature: not honoured either.
+    added = read({**public, "annotations": {**public["annotations"], "comfykube.dev/discord-private": "true"}})
+    assert not added.verified and not added.private and added.message_id is None
 
 
 def test_reroll_keeps_the_spec_with_a_new_seed_and_drops_notify() -> None:
@@ -284,6 +321,15 @@ def test_lists_stay_within_discord_content_limit() -> None:
     assert len(render_job_list(many, GUILD, title="t", empty="e")) <= 2000
 
 
+def test_a_private_job_shows_no_prompt_in_the_queue_and_no_message_link_in_jobs() -> None:
+    public, private = job("Queued", name="ij-1"), job("Queued", name="ij-2")
+    private.annotations["comfykube.dev/discord-private"] = "true"
+    queue = render_queue([public, private], cap=20)
+    assert queue.count("a red fox in snow") == 1 and "`ij-2` Queued · <@42> · 🔒 private" in queue
+    listed = render_job_list([public, private], GUILD, title="t", empty="e").splitlines()
+    assert "[message](" in listed[1] and "[message](" not in listed[2]
+
+
 # ----------------------------------------------------------------------------- throttle (fake clock)
 
 
@@ -361,3 +407,86 @@ def test_run_bot_exits_2_with_a_readable_message_on_bad_configuration(
     assert run_bot(health_port=0, metrics_port=0) == 2
     err = capsys.readouterr().err
     assert "DISCORD_TOKEN" in err and "BOT_MAX_ACTIVE_JOBS" in err
+
+
+BOT_PACKAGE = Path(__file__).resolve().parent.parent / "bot" / "comfykube_bot"
+
+
+def _annotations(tree: ast.AST) -> list[ast.expr]:
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            found += [x.annotation for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg)
+                      if x is not None and x.annotation is not None]
+            found += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return found
+
+
+def reaches_back(source: str) -> list[str]:
+    """Where a module imports `comfykube_bot.main` or names `ComfyBot` (in code or annotations, not in prose)."""
+    tree = ast.parse(source)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if a.name == "comfykube_bot.main" or a.name.startswith("comfykube_bot.main.")]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = {a.name for a in node.names}
+            if module in ("comfykube_bot.main", ".main") or (module in ("comfykube_bot", ".") and "main" in names):
+                found.append(f"line {node.lineno}: from {module} import {', '.join(sorted(names))}")
+        elif isinstance(node, ast.Name) and node.id == "ComfyBot":
+            found.append(f"line {node.lineno}: name ComfyBot")
+        elif isinstance(node, ast.Attribute) and node.attr == "ComfyBot":
+            found.append(f"line {node.lineno}: attribute ComfyBot")
+    # String annotations ("ComfyBot") are forward references too.
+    found += [f"line {a.lineno}: annotation {ast.unparse(a)}" for a in _annotations(tree)
+              if any(isinstance(c, ast.Constant) and "ComfyBot" in str(c.value) for c in ast.walk(a))]
+    return found
+
+
+def test_no_bot_module_reaches_back_to_comfybot() -> None:
+    # The checker itself sees each way back (so a pass below means something).
+    for sample in (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from comfykube_bot.main import ComfyBot\n",
+        "from .main import ComfyBot\n",
+        "from comfykube_bot import main\n",
+        "import comfykube_bot.main\n",
+        "def f(bot: 'ComfyBot') -> None: ...\n",
+        "class A:\n    bot: list['ComfyBot']\n",
+        "import comfykube_bot.main as m\nx: m.ComfyBot\n",
+    ):
+        assert reaches_back(sample), sample
+    assert reaches_back('"""The parts are wired by `main.ComfyBot` (see its docstring)."""\n') == []
+
+    modules = sorted(p for p in BOT_PACKAGE.glob("*.py") if p.name != "main.py")
+    assert len(modules) > 10, f"bot modules not found under {BOT_PACKAGE}"
+    offenders = {p.name: hits for p in modules if (hits := reaches_back(p.read_text(encoding="utf-8")))}
+    assert offenders == {}, "only main.py may know ComfyBot; give the part its dependencies instead"
+
+
+def test_modal_submissions_are_read_as_untrusted_input() -> None:
+    from comfykube_bot.derive import parse_remix_modal_id, remix_modal_id
+    from comfykube_bot.modals import submitted_values
+
+    payload = {"custom_id": "rxm:default/ij-1", "components": [
+        {"type": 1, "components": [{"type": 4, "custom_id": "prompt", "value": "a wolf"}]},
+        {"type": 18, "component": {"type": 4, "custom_id": "seed", "value": "5"}},  # a label (newer modals)
+        {"type": 1, "components": [{"type": 4, "custom_id": "negative", "value": 7}]},  # not text: skipped
+        "junk", {"type": 1, "components": "junk"}, {"type": 1, "components": [None, {"custom_id": "x" * 101,
+                                                                                     "value": "too long an id"}]},
+    ]}
+    assert submitted_values(payload) == {"prompt": "a wolf", "seed": "5"}
+    assert submitted_values(None) == {} and submitted_values({"components": {"a": 1}}) == {}
+
+    assert remix_modal_id("default", "ij-1") == "rxm:default/ij-1"
+    assert parse_remix_modal_id("rxm:default/ij-1") == ("default", "ij-1")
+    for forged in ("rxm:default/ij-1/x", "rxm:Default/ij-1", "rxm:default/", "rxm:/ij-1", " rxm:default/ij-1",
+                   "rx-modal:ij-1", "rxm:default/ij_1", "rxm:default/" + "a" * 100, None, 5):
+        assert parse_remix_modal_id(forged) is None, forged
+    # Any name the grid's `ig:rx:<i>:` id can carry fits in a modal id (both capped at 100 characters).
+    longest = "n" * (100 - len("ig:rx:0:default/"))
+    assert remix_modal_id("default", longest) is not None

@@ -357,6 +357,34 @@ async def test_deleted_message_is_not_found(fake_discord: FakeDiscord, run_disco
         assert (await channel.fetch_message(other.id)).content == "still here"
 
 
+async def test_create_dm_returns_one_dm_channel_per_user_and_closed_dms_are_403(
+    fake_discord: FakeDiscord, run_discord_bot: RunBot
+) -> None:
+    fake_discord.guild.members[1].accepts_dms = False  # bob
+    async with run_discord_bot(TestBot()) as bot:
+        raw = await bot.http.start_private_message(ALICE_ID)
+        assert raw["type"] == 1 and [u["id"] for u in raw["recipients"]] == [str(ALICE_ID)]
+        assert (await bot.http.start_private_message(ALICE_ID))["id"] == raw["id"], "one DM channel per user"
+        # The same channel Alice's DM interactions come from.
+        await bot.tree.sync()
+        dm = await fake_discord.slash_command("jobs", dm=True, user_id=ALICE_ID)
+        await dm.wait_response()
+        assert fake_discord.dm_channel_id(ALICE_ID) == int(raw["id"]) == int(dm.payload["channel_id"])
+        channel = await bot.create_dm(discord.Object(ALICE_ID))
+        assert isinstance(channel, discord.DMChannel)
+        message = await channel.send("your picture")
+        stored = fake_discord.message(message.id)
+        assert stored.channel_id == int(raw["id"]) and stored.guild_id is None and not stored.ephemeral
+        with pytest.raises(discord.NotFound) as unknown:
+            await bot.http.start_private_message(42)
+        assert unknown.value.code == 10013
+        closed = await bot.create_dm(discord.Object(BOB_ID))  # opening works; sending is refused
+        with pytest.raises(discord.Forbidden) as refused:
+            await closed.send("your picture")
+        assert refused.value.code == 50007
+        assert fake_discord.messages_in(closed.id) == []
+
+
 async def test_upload_over_limit_is_413(fake_discord: FakeDiscord, run_discord_bot: RunBot) -> None:
     fake_discord.upload_limit = 64 * 1024
     async with run_discord_bot(TestBot()) as bot:

@@ -17,45 +17,70 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.errors import JobError
+from comfykube.settings import Settings
 from comfykube.storage import make_store
 from comfykube.types import Phase
-from comfykube_bot.jobs import JobInfo
+from comfykube_bot.delivery import Deliverer
+from comfykube_bot.jobs import JobInfo, JobStore
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.policy import Policy
 from comfykube_bot.render import render_deleted, render_job_list, render_queue
 from comfykube_bot.specs import OptionError, reroll_spec
-from comfykube_bot.submit import caller_of, reply
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.submit import Submitter, caller_of, reply
+from comfykube_bot.updater import MessageUpdater
 
 log = logging.getLogger(__name__)
 
 
 class Actions:
-    """Button and list-command handlers for one bot."""
+    """Button and list-command handlers for one bot.
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
+    `client` deletes job messages (Delete); `core` is where the images are stored (Fresh link).
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        core: Settings,
+        jobs: JobStore,
+        policy: Policy,
+        submitter: Submitter,
+        deliverer: Deliverer,
+        updater: MessageUpdater,
+        metrics: BotMetrics,
+        queue_cap: int,
+    ) -> None:
+        self.client = client
+        self.core = core
+        self.jobs = jobs
+        self.policy = policy
+        self.submitter = submitter
+        self.deliverer = deliverer
+        self.updater = updater
+        self.metrics = metrics
+        self.queue_cap = queue_cap
 
     def _count(self, kind: str, name: str, outcome: str) -> None:
-        self.bot.metrics.interactions.labels(kind=kind, name=name, outcome=outcome).inc()
+        self.metrics.interactions.labels(kind=kind, name=name, outcome=outcome).inc()
 
     async def button(self, interaction: discord.Interaction[Any], action: str, namespace: str, name: str) -> None:
         """Dispatch one click (see the module docstring)."""
         received = time.perf_counter()
-        if not await self.bot.submitter.defer(interaction, received):
+        if not await self.submitter.defer(interaction, received):
             return
-        if namespace != self.bot.jobs.namespace:
+        if namespace != self.jobs.namespace:
             await reply(interaction, "That job belongs to another deployment of this bot.")
             self._count("button", action, "foreign")
             return
         try:
-            job = await self.bot.jobs.get(name, namespace)
+            job = await self.jobs.get(name, namespace)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading ImageJob %s/%s failed: %s", namespace, name, exc)
             await reply(interaction, "⚠️ I can't reach the render queue right now. Please try again in a minute.")
@@ -75,7 +100,7 @@ class Actions:
         except OptionError as exc:
             await reply(interaction, f"⚠️ This job can't be rerolled: {exc.message}")
             return
-        await self.bot.submitter.reroll(interaction, job, spec)
+        await self.submitter.reroll(interaction, job, spec)
 
     async def cancel(self, interaction: discord.Interaction[Any], job: JobInfo | None) -> None:
         """Owner only; deleting the ImageJob makes the operator cancel it in ComfyUI."""
@@ -83,20 +108,20 @@ class Actions:
             await reply(interaction, "That job no longer exists.")
             self._count("button", "cancel", "missing")
             return
-        refusal = self.bot.policy.may_cancel(caller_of(interaction), job.requester)
+        refusal = self.policy.may_cancel(caller_of(interaction), job.requester)
         if refusal is not None:
-            self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
+            self.metrics.refusals.labels(reason=refusal.reason).inc()
             self._count("button", "cancel", "refused")
             await reply(interaction, refusal.message)
             return
         if job.terminal:
             await reply(interaction, f"That job has already finished ({job.phase.value}).")
             return
-        self.bot.deliverer.mark_cancelled_by_owner(job)
-        await self.bot.jobs.delete(job.name, job.namespace)
-        target = self.bot.deliverer.target(job)
+        self.deliverer.mark_cancelled_by_owner(job)
+        await self.jobs.delete(job.name, job.namespace)
+        target = self.deliverer.target(job)
         if target is not None:
-            self.bot.updater.update(target, render_deleted(job, by_owner=True))
+            self.updater.update(target, render_deleted(job, by_owner=True))
         log.info("[%s] cancelled by its owner %s", job.key, interaction.user.id)
         self._count("button", "cancel", "ok")
         await reply(interaction, f"✖ Cancelled `{job.name}`.")
@@ -104,20 +129,20 @@ class Actions:
     async def delete(self, interaction: discord.Interaction[Any], job: JobInfo | None) -> None:
         """Owner or moderator: delete the message and the job."""
         owner = job.requester if job is not None else None
-        refusal = self.bot.policy.may_delete(caller_of(interaction), owner)
-        if refusal is not None and not (job is None and self.bot.policy.is_moderator(caller_of(interaction))):
-            self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
+        refusal = self.policy.may_delete(caller_of(interaction), owner)
+        if refusal is not None and not (job is None and self.policy.is_moderator(caller_of(interaction))):
+            self.metrics.refusals.labels(reason=refusal.reason).inc()
             self._count("button", "delete", "refused")
             await reply(interaction, refusal.message)
             return
         if job is not None:
-            self.bot.deliverer.mark_cancelled_by_owner(job)
-            await self.bot.jobs.delete(job.name, job.namespace)
+            self.deliverer.mark_cancelled_by_owner(job)
+            await self.jobs.delete(job.name, job.namespace)
         message = interaction.message
         if message is not None:
-            self.bot.updater.forget(message.id)
+            self.updater.forget(message.id)
             try:
-                await self.bot.get_partial_messageable(message.channel.id).get_partial_message(message.id).delete()
+                await self.client.get_partial_messageable(message.channel.id).get_partial_message(message.id).delete()
             except discord.NotFound:
                 pass
             except discord.HTTPException as exc:
@@ -133,8 +158,8 @@ class Actions:
             await reply(interaction, "There is no stored image for this job (any more).")
             self._count("button", "link", "missing")
             return
-        store = make_store(self.bot.core)
-        expiry = self.bot.core.presign_expiry_seconds
+        store = make_store(self.core)
+        expiry = self.core.presign_expiry_seconds
         lines: list[str] = []
         expires_at: dt.datetime | None = None
         try:
@@ -154,15 +179,15 @@ class Actions:
 
     async def jobs_command(self, interaction: discord.Interaction[Any]) -> None:
         """`/jobs`: the caller's recent jobs, by the requester label."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         caller = caller_of(interaction)
-        refusal = self.bot.policy.check_access(caller)
+        refusal = self.policy.check_access(caller)
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, "jobs")
+            await self.submitter.refuse(interaction, refusal, "jobs")
             return
         try:
-            jobs = await self.bot.jobs.list_for_user(caller.user_id)
+            jobs = await self.jobs.list_for_user(caller.user_id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("listing jobs failed: %s", exc)
             await reply(interaction, "⚠️ I can't reach the render queue right now.")
@@ -175,22 +200,22 @@ class Actions:
 
     async def queue_command(self, interaction: discord.Interaction[Any]) -> None:
         """`/queue`: what is rendering and waiting, oldest first."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         caller = caller_of(interaction)
-        refusal = self.bot.policy.check_access(caller)
+        refusal = self.policy.check_access(caller)
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, "queue")
+            await self.submitter.refuse(interaction, refusal, "queue")
             return
         try:
-            jobs = [j for j in await self.bot.jobs.list_jobs() if j.active]
+            jobs = [j for j in await self.jobs.list_jobs() if j.active]
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("listing jobs failed: %s", exc)
             await reply(interaction, "⚠️ I can't reach the render queue right now.")
             return
         jobs.reverse()  # list() is newest first; the queue reads oldest first
         self._count("command", "queue", "ok")
-        await reply(interaction, render_queue(jobs, cap=self.bot.settings.bot_queue_cap))
+        await reply(interaction, render_queue(jobs, cap=self.queue_cap))
 
 
 __all__ = ["Actions"]

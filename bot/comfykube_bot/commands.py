@@ -10,19 +10,21 @@ types from the annotations at definition time.
 """
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 
 from comfykube.types import MAX_PROMPT_LENGTH
-from comfykube_bot.policy import Caller
+from comfykube.workflows import WorkflowLibrary
+from comfykube_bot.actions import Actions
+from comfykube_bot.checkpoints import CheckpointCache
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.policy import Caller, Policy
 from comfykube_bot.render import truncate
+from comfykube_bot.settings_panel import SettingsPanel
 from comfykube_bot.specs import ASPECTS, DISCORD_MAX_INT, ImagineOptions, field_bounds
-from comfykube_bot.submit import caller_of
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.submit import Submitter, caller_of
 
 _W = field_bounds("width")
 _S = field_bounds("steps")
@@ -53,9 +55,19 @@ class ComfyTree(app_commands.CommandTree):
             pass
 
 
-def register_commands(bot: "ComfyBot") -> None:
-    """Add /imagine, /settings, /jobs and /queue to the bot's tree."""
-    workflow_choices = [app_commands.Choice(name=name, value=name) for name in bot.workflows.names()[:25]]
+def register_commands(
+    tree: app_commands.CommandTree[Any],
+    *,
+    workflows: WorkflowLibrary,
+    policy: Policy,
+    checkpoints: CheckpointCache,
+    metrics: BotMetrics,
+    submitter: Submitter,
+    actions: Actions,
+    settings_panel: SettingsPanel,
+) -> None:
+    """Add /imagine, /settings, /jobs and /queue to `tree`; each command hands its interaction to one part."""
+    workflow_choices = [app_commands.Choice(name=name, value=name) for name in workflows.names()[:25]]
     aspect_choices = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
 
     @app_commands.command(name="imagine", description="Render a picture from a prompt")
@@ -99,38 +111,38 @@ def register_commands(bot: "ComfyBot") -> None:
             seed=seed, model=model, workflow=workflow, count=count, spoiler=bool(spoiler),
             image=image, strength=strength,
         )
-        await bot.submitter.imagine(interaction, options, received)
+        await submitter.imagine(interaction, options, received)
 
     @imagine.autocomplete("model")
     async def model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         # Memory only: autocomplete has the same 3 s deadline. NSFW models are offered only where allowed.
         caller: Caller = caller_of(interaction)
-        names = bot.policy.visible_models(bot.checkpoints.suggest(current, limit=100), caller)[:25]
-        bot.metrics.interactions.labels(kind="autocomplete", name="model", outcome="ok").inc()
+        names = policy.visible_models(checkpoints.suggest(current, limit=100), caller)[:25]
+        metrics.interactions.labels(kind="autocomplete", name="model", outcome="ok").inc()
         return [app_commands.Choice(name=truncate(n, 100), value=n) for n in names if len(n) <= 100]
 
     @app_commands.command(name="jobs", description="Your recent image jobs")
     async def jobs(interaction: discord.Interaction) -> None:
-        await bot.actions.jobs_command(interaction)
+        await actions.jobs_command(interaction)
 
     @app_commands.command(name="queue", description="What is rendering and waiting")
     async def queue(interaction: discord.Interaction) -> None:
-        await bot.actions.queue_command(interaction)
+        await actions.queue_command(interaction)
 
     settings = app_commands.Group(name="settings", description="Your /imagine defaults in this server")
 
     @settings.command(name="show", description="Show and change your /imagine defaults")
     async def settings_show(interaction: discord.Interaction) -> None:
-        await bot.settings_panel.show(interaction)
+        await settings_panel.show(interaction)
 
     @settings.command(name="reset", description="Forget your /imagine defaults in this server")
     async def settings_reset(interaction: discord.Interaction) -> None:
-        await bot.settings_panel.reset(interaction)
+        await settings_panel.reset(interaction)
 
-    bot.tree.add_command(imagine)
-    bot.tree.add_command(settings)
-    bot.tree.add_command(jobs)
-    bot.tree.add_command(queue)
+    tree.add_command(imagine)
+    tree.add_command(settings)
+    tree.add_command(jobs)
+    tree.add_command(queue)
 
 
 __all__ = ["ComfyTree", "register_commands"]

@@ -11,6 +11,13 @@ responsible for (no job message, no `spec.notify.discord`) are ignored.
   after 15 minutes or a restart), or is posted as a new message for jobs
   created with kubectl (`spec.notify.discord.channelId`), or when the job
   message was deleted.
+- Private jobs (`comfykube.dev/discord-private`, signed): the job message is
+  ephemeral, so only the interaction token reaches it. Progress and the result
+  go there while the token works; after it expired, after a restart, or when
+  the message is gone, the result is posted in the requester's DMs (`POST
+  /users/@me/channels`, then a message) and never in the channel. A user whose
+  DMs are closed to the bot gets nothing posted: the record says
+  `refused=DirectMessagesClosed` and `/jobs` still lists the job.
 - A claim that never became a record (left by a process that died, or by an
   API error in this one) is checked against Discord before anything is
   posted: a job message (or a recent message in the channel) whose embed
@@ -27,17 +34,20 @@ import contextlib
 import datetime as dt
 import logging
 from dataclasses import replace as dc_replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import aiohttp
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.errors import JobError
 from comfykube.types import Phase
+from comfykube.workflows import WorkflowLibrary
 from comfykube_bot.grid import grid_file, with_derive_buttons
-from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, prepare_images
-from comfykube_bot.jobs import JobInfo
-from comfykube_bot.policy import Caller, Refusal
+from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, ImageSource, prepare_images
+from comfykube_bot.jobs import JobInfo, JobStore
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.policy import Caller, Policy, Refusal
 from comfykube_bot.render import (
     MessagePayload,
     final_marker,
@@ -46,10 +56,7 @@ from comfykube_bot.render import (
     render_progress,
     render_withheld,
 )
-from comfykube_bot.updater import Outcome, Target
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.updater import MessageUpdater, Outcome, Target
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +68,31 @@ MAX_PARALLEL_DELIVERIES = 4
 
 
 class Deliverer:
-    """Turns job events into message edits and result posts."""
+    """Turns job events into message edits and result posts.
 
-    def __init__(self, bot: ComfyBot, holder: str) -> None:
-        self.bot = bot
+    `client` is the Discord side: channel facts, the bot user, message history of a channel.
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        holder: str,
+        jobs: JobStore,
+        policy: Policy,
+        updater: MessageUpdater,
+        workflows: WorkflowLibrary,
+        image_source: ImageSource,
+        metrics: BotMetrics,
+    ) -> None:
+        self.client = client
         self.holder = holder
+        self.jobs = jobs
+        self.policy = policy
+        self.updater = updater
+        self.workflows = workflows
+        self.image_source = image_source
+        self.metrics = metrics
         self._inflight: set[str] = set()
         self._cancelled_by_owner: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,7 +105,7 @@ class Deliverer:
         """Where the job message is (None for jobs without one)."""
         if job.message_id is None or job.channel_id is None:
             return None
-        return Target(job.channel_id, job.message_id, job.guild_id)
+        return Target(job.channel_id, job.message_id, job.guild_id, private=job.private)
 
     def mark_cancelled_by_owner(self, job: JobInfo) -> None:
         """The owner cancelled: the DELETED event must not overwrite the "cancelled" text."""
@@ -92,13 +119,13 @@ class Deliverer:
             log.exception("[%s] handling %s failed", job.key, kind)
 
     async def _on_event(self, kind: str, job: JobInfo) -> None:
-        self.bot.metrics.watch_restarts.labels(type=kind).inc()
+        self.metrics.watch_restarts.labels(type=kind).inc()
         if not job.wants_discord:
             return
         target = self.target(job)
         if kind == "DELETED":
             if target is not None and not job.terminal and job.key not in self._cancelled_by_owner:
-                self.bot.updater.update(target, render_deleted(job))
+                self.updater.update(target, render_deleted(job))
             self._cancelled_by_owner.discard(job.key)
             return
         if job.terminal:
@@ -107,7 +134,7 @@ class Deliverer:
             self._spawn(self.deliver(job))
             return
         if target is not None and not job.deleting:
-            self.bot.updater.update(target, render_progress(job))
+            self.updater.update(target, render_progress(job))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -140,15 +167,15 @@ class Deliverer:
                     found = await self.find_posted(job, since=delivery.at)
                     if found is not None:
                         log.info("[%s] result was already posted (message %s); recording it", job.key, found)
-                        await self.bot.jobs.record_delivery(job, found)
+                        await self.jobs.record_delivery(job, found)
                         self._delivered(job.key, found)
                         return
-                claimed = await self.bot.jobs.claim_delivery(job, self.holder)
+                claimed = await self.jobs.claim_delivery(job, self.holder)
                 if claimed is not None:
                     async with self._slots:
                         await self._show(claimed)
                     return
-                fresh = await self.bot.jobs.get(job.name, job.namespace)
+                fresh = await self.jobs.get(job.name, job.namespace)
                 if fresh is None:
                     return
                 job = fresh
@@ -166,7 +193,7 @@ class Deliverer:
         """The smaller of what the interaction allowed and what the guild allows."""
         limits = [job.upload_limit] if job.upload_limit else []
         if job.guild_id is not None:
-            guild = self.bot.get_guild(job.guild_id)
+            guild = self.client.get_guild(job.guild_id)
             if guild is not None:
                 limits.append(guild.filesize_limit)
         return min(limits) if limits else DEFAULT_UPLOAD_LIMIT
@@ -176,11 +203,11 @@ class Deliverer:
         if job.phase is not Phase.SUCCEEDED:
             return render_final(job)
         if len(job.status.images) > 1:  # one 2×2 grid with U/V buttons (grid.py)
-            grid, note = await grid_file(job, self.bot.image_source, limit)
+            grid, note = await grid_file(job, self.image_source, limit)
             if grid is not None:
                 payload = render_final(job, (grid,), note=note)
                 return dc_replace(payload, buttons=with_derive_buttons(payload.buttons, job))
-        prepared = await prepare_images(job, self.bot.image_source, limit)
+        prepared = await prepare_images(job, self.image_source, limit)
         payload = render_final(job, prepared.files, note=prepared.note)
         return dc_replace(payload, buttons=with_derive_buttons(payload.buttons, job))
 
@@ -189,16 +216,16 @@ class Deliverer:
         if job.model_used:
             return job.model_used
         try:
-            return self.bot.workflows.get(job.spec.workflow).default("model")
+            return self.workflows.get(job.spec.workflow).default("model")
         except JobError:
             return None
 
     async def channel_facts(self, channel_id: int) -> tuple[int | None, bool] | None:
         """(guild id, marked NSFW) of a channel, from the cache or Discord; None when the bot cannot see it."""
-        channel: Any = self.bot.get_channel(channel_id)
+        channel: Any = self.client.get_channel(channel_id)
         if channel is None:
             try:
-                channel = await self.bot.fetch_channel(channel_id)
+                channel = await self.client.fetch_channel(channel_id)
             except (discord.NotFound, discord.Forbidden):
                 return None
         guild = getattr(channel, "guild", None)
@@ -222,21 +249,21 @@ class Deliverer:
             if facts is None:
                 return Refusal("NotifyChannelUnknown", f"the bot cannot see channel {channel_id}")
             guild_id, nsfw = facts
-            return self.bot.policy.check_notify(
+            return self.policy.check_notify(
                 guild_id=guild_id, channel_id=channel_id, channel_nsfw=nsfw,
                 prompt=job.spec.prompt, model=self.effective_model(job),
             )
         nsfw = facts[1] if facts is not None else False
         caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
-        return self.bot.policy.check_model(self.effective_model(job), caller)
+        return self.policy.check_model(self.effective_model(job), caller)
 
     async def _show(self, job: JobInfo) -> None:
         refusal = await self.admission(job)
         if refusal is not None and job.from_notify:
             log.warning("[%s] not posting to channel %s: %s (%s)", job.key, job.channel_id, refusal.reason,
                         refusal.message)
-            await self.bot.jobs.record_delivery(job, None, refused=refusal.reason)
-            self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
+            await self.jobs.record_delivery(job, None, refused=refusal.reason)
+            self.metrics.refusals.labels(reason=refusal.reason).inc()
             self._delivered(job.key, None)
             return
         limit = self.upload_limit(job)
@@ -249,7 +276,7 @@ class Deliverer:
         message_id: int | None = None
         outcome = Outcome.GONE
         if target is not None:
-            outcome = await self.bot.updater.update(target, payload)
+            outcome = await self.updater.update(target, payload)
             for _ in range(4):
                 if outcome is not Outcome.TOO_LARGE or not payload.files:
                     break
@@ -257,28 +284,70 @@ class Deliverer:
                 limit = min(limit, max(len(f.data) for f in payload.files)) // 2
                 log.info("[%s] result too large for the channel; retrying with a %d-byte limit", job.key, limit)
                 payload = await self.final_payload(job, limit)
-                outcome = await self.bot.updater.update(target, payload)
+                outcome = await self.updater.update(target, payload)
             message_id = target.message_id if outcome is Outcome.SENT else None
-        if outcome is Outcome.GONE:
+        if job.private and outcome in (Outcome.GONE, Outcome.NO_TOKEN):
+            # The ephemeral job message is out of reach (token expired, a restart, or it is gone): the
+            # requester's DMs, never the channel. A DM's upload limit is Discord's default, not the guild's.
+            dm_limit = min(limit, DEFAULT_UPLOAD_LIMIT)
+            if dm_limit < limit and payload.files:
+                payload = await self.final_payload(job, dm_limit)
+            outcome, message_id = await self._post_dm(job, payload, dm_limit)
+            if outcome is Outcome.CLOSED:
+                log.warning("[%s] private result not delivered: the requester's DMs are closed to the bot", job.key)
+                await self.jobs.record_delivery(job, None, refused="DirectMessagesClosed")
+                self.metrics.refusals.labels(reason="DirectMessagesClosed").inc()
+                self._delivered(job.key, None)
+                return
+        elif outcome is Outcome.GONE:
             # No job message (kubectl job with notify), or it was deleted: post a new one.
             channel_id = job.channel_id
             if channel_id is not None:
-                outcome, message_id = await self.bot.updater.post(channel_id, payload, guild_id=job.guild_id)
-                for _ in range(4):
-                    if outcome is not Outcome.TOO_LARGE or not payload.files:
-                        break
-                    limit = min(limit, max(len(f.data) for f in payload.files)) // 2
-                    payload = await self.final_payload(job, limit)
-                    outcome, message_id = await self.bot.updater.post(channel_id, payload)
+                outcome, message_id = await self._post_fitting(job, channel_id, job.guild_id, payload, limit)
         if outcome in (Outcome.SENT, Outcome.GONE):
             # GONE here means there is nowhere left to show it: record that too, or every start would retry.
-            await self.bot.jobs.record_delivery(job, message_id)
-            self.bot.metrics.deliveries.labels(phase=job.phase.value).inc()
+            await self.jobs.record_delivery(job, message_id)
+            self.metrics.deliveries.labels(phase=job.phase.value).inc()
             self._delivered(job.key, message_id)
             log.info("[%s] %s delivered (message %s)", job.key, job.phase.value, message_id)
         else:
             # The claim stays: the next start checks Discord and finishes the delivery.
             log.warning("[%s] result could not be shown (%s); will retry on restart", job.key, outcome.value)
+
+    async def _post_fitting(
+        self, job: JobInfo, channel_id: int, guild_id: int | None, payload: MessagePayload, limit: int
+    ) -> tuple[Outcome, int | None]:
+        """Post the result, shrinking the images while Discord answers 413."""
+        outcome, message_id = await self.updater.post(channel_id, payload, guild_id=guild_id)
+        for _ in range(4):
+            if outcome is not Outcome.TOO_LARGE or not payload.files:
+                break
+            limit = min(limit, max(len(f.data) for f in payload.files)) // 2
+            payload = await self.final_payload(job, limit)
+            outcome, message_id = await self.updater.post(channel_id, payload, guild_id=guild_id)
+        return outcome, message_id
+
+    async def dm_channel(self, job: JobInfo) -> int | None:
+        """The requester's DM channel with the bot (`POST /users/@me/channels`; discord.py caches it)."""
+        if job.requester is None:
+            return None
+        channel = await self.client.create_dm(discord.Object(job.requester))
+        return channel.id
+
+    async def _post_dm(self, job: JobInfo, payload: MessagePayload, limit: int) -> tuple[Outcome, int | None]:
+        """A private job's result as a DM to its requester."""
+        try:
+            channel_id = await self.dm_channel(job)
+        except discord.HTTPException as exc:
+            log.warning("[%s] could not open a DM with the requester: %s %s", job.key, exc.status, exc.code)
+            # A refusal (4xx) will not change on a retry; a rate limit or a server error may.
+            return (Outcome.FAILED if exc.status == 429 or exc.status >= 500 else Outcome.CLOSED), None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("[%s] could not open a DM with the requester: %s", job.key, exc)
+            return Outcome.FAILED, None
+        if channel_id is None:
+            return Outcome.GONE, None
+        return await self._post_fitting(job, channel_id, None, payload, limit)
 
     # ------------------------------------------------------------------ recovery
 
@@ -287,23 +356,25 @@ class Deliverer:
         marker = final_marker(job)
         target = self.target(job)
         try:
-            if target is not None:
-                channel = self.bot.get_partial_messageable(target.channel_id)
+            # An ephemeral (private) job message cannot be read with the bot token; its DMs can.
+            if target is not None and not job.private:
+                channel = self.client.get_partial_messageable(target.channel_id)
                 try:
                     message = await channel.fetch_message(target.message_id)
                 except discord.NotFound:
                     message = None
                 if message is not None and _has_marker(message, marker):
                     return message.id
-            channel_id = job.channel_id
+            channel_id = await self.dm_channel(job) if job.private else job.channel_id
             if channel_id is None:
                 return None
             after = None
             if since is not None:
                 after = discord.Object(discord.utils.time_snowflake(_utc(since - 120)))
-            channel = self.bot.get_partial_messageable(channel_id)
+            channel = self.client.get_partial_messageable(channel_id)
             async for message in channel.history(limit=HISTORY_SCAN, after=after, oldest_first=False):
-                if self.bot.user is not None and message.author.id == self.bot.user.id and _has_marker(message, marker):
+                me = self.client.user
+                if me is not None and message.author.id == me.id and _has_marker(message, marker):
                     return message.id
         except discord.HTTPException as exc:
             log.info("[%s] could not check Discord for an earlier delivery: %s", job.key, exc)

@@ -6,13 +6,18 @@
   prompt, model, steps, CFG, sampler and scheduler, a new seed, and
   `spec.inputs.denoise` 0.35 (subtle) or 0.65 (strong);
 - **Remix** — a modal with the prompt, negative prompt and seed prefilled;
-  what is submitted becomes a new job with the source's other settings.
+  what is submitted becomes a new job with the source's other settings. The
+  modal's custom id `rxm:<namespace>/<name>` names the source job, and the
+  submission reads it again (`modals.py`), so a modal opened before a restart
+  still works.
 
 All three go through `Submitter.submit` — the same deny-list, model rules,
 per-user limits, cooldown and queue cap as `/imagine` — for whoever clicked,
 who is recorded as the new job's requester. Upscale and Vary post their job
-message as a reply to the grid. State comes from the ImageJob named in the
-custom id, so the buttons work after a restart.
+message as a reply to the grid. A job made from a private job is private too
+(an ephemeral job message, no reply in the channel, a late result by DM),
+whoever clicked. State comes from the ImageJob named in the custom id, so the
+buttons work after a restart.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -29,13 +34,14 @@ from pydantic import ValidationError
 
 from comfykube.errors import InvalidSpec, JobError
 from comfykube.types import MAX_PROMPT_LENGTH, ImageJobSpec, Phase
+from comfykube.workflows import WorkflowLibrary
 from comfykube_bot.grid import GRID_ID_PATTERN
-from comfykube_bot.jobs import JobInfo
+from comfykube_bot.jobs import JobInfo, JobStore
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.modals import MAX_MODAL_ID, send_stopped
+from comfykube_bot.policy import Policy
 from comfykube_bot.specs import DISCORD_MAX_INT, OptionError, describe_errors, new_seed
-from comfykube_bot.submit import caller_of, reply
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.submit import Submitter, caller_of, reply
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,23 @@ DENOISE = {"vs": 0.35, "vv": 0.65}
 MODAL_READ_TIMEOUT = 2.0
 #: Discord's limit on a modal text input.
 TEXT_INPUT_MAX = 4000
+#: The Remix modal's custom id: the source ImageJob (shorter than the `ig:rx:` id it is opened from, so it fits).
+REMIX_MODAL_PATTERN = r"rxm:(?P<namespace>[a-z0-9-]{1,63})/(?P<name>[a-z0-9.-]{1,253})"
+_REMIX_MODAL_ID = re.compile(REMIX_MODAL_PATTERN)
+
+
+def remix_modal_id(namespace: str, name: str) -> str | None:
+    """The Remix modal's custom id for a source job (None when it would not be a valid one)."""
+    value = f"rxm:{namespace}/{name}"
+    return value if len(value) <= MAX_MODAL_ID and _REMIX_MODAL_ID.fullmatch(value) else None
+
+
+def parse_remix_modal_id(custom_id: object) -> tuple[str, str] | None:
+    """(namespace, name) from a submitted modal's custom id (untrusted); None when it is not a Remix modal."""
+    if not isinstance(custom_id, str) or len(custom_id) > MAX_MODAL_ID:
+        return None
+    match = _REMIX_MODAL_ID.fullmatch(custom_id)
+    return (match["namespace"], match["name"]) if match else None
 
 
 def _carried(spec: ImageJobSpec) -> dict[str, Any]:
@@ -54,29 +77,29 @@ def _carried(spec: ImageJobSpec) -> dict[str, Any]:
     return {"prompt": spec.prompt, "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished}
 
 
-def _image_name(bot: ComfyBot, workflow: str) -> str:
-    images = list(bot.workflows.get(workflow).images)
+def _image_name(workflows: WorkflowLibrary, workflow: str) -> str:
+    images = list(workflows.get(workflow).images)
     if len(images) != 1:
         raise InvalidSpec(f"workflow {workflow!r} must take exactly one input image (it takes {images})")
     return images[0]
 
 
-def upscale_spec(bot: ComfyBot, source: JobInfo, index: int) -> ImageJobSpec:
+def upscale_spec(workflows: WorkflowLibrary, source: JobInfo, index: int) -> ImageJobSpec:
     """An `upscale` job of image `index` of `source`."""
     data = _carried(source.spec)
-    data.update(workflow=UPSCALE_WORKFLOW,
-                images=[{"name": _image_name(bot, UPSCALE_WORKFLOW), "fromJob": {"name": source.name, "index": index}}])
+    image = {"name": _image_name(workflows, UPSCALE_WORKFLOW), "fromJob": {"name": source.name, "index": index}}
+    data.update(workflow=UPSCALE_WORKFLOW, images=[image])
     return _validated(data)
 
 
-def vary_spec(bot: ComfyBot, source: JobInfo, index: int, denoise: float) -> ImageJobSpec:
+def vary_spec(workflows: WorkflowLibrary, source: JobInfo, index: int, denoise: float) -> ImageJobSpec:
     """An `img2img` job from image `index` of `source` with a new seed."""
     spec = source.spec
     data = _carried(spec)
     data.update(
         workflow=VARY_WORKFLOW, negativePrompt=spec.negative_prompt, model=source.model_used, steps=spec.steps,
         cfg=spec.cfg, sampler=spec.sampler, scheduler=spec.scheduler, seed=new_seed(), inputs={"denoise": denoise},
-        images=[{"name": _image_name(bot, VARY_WORKFLOW), "fromJob": {"name": source.name, "index": index}}],
+        images=[{"name": _image_name(workflows, VARY_WORKFLOW), "fromJob": {"name": source.name, "index": index}}],
     )
     return _validated(data)
 
@@ -107,11 +130,17 @@ def _validated(data: dict[str, Any]) -> ImageJobSpec:
 class Derivations:
     """Upscale, Vary and Remix for one bot."""
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
+    def __init__(
+        self, *, jobs: JobStore, policy: Policy, submitter: Submitter, workflows: WorkflowLibrary, metrics: BotMetrics
+    ) -> None:
+        self.jobs = jobs
+        self.policy = policy
+        self.submitter = submitter
+        self.workflows = workflows
+        self.metrics = metrics
 
     def _count(self, name: str, outcome: str) -> None:
-        self.bot.metrics.interactions.labels(kind="button", name=name, outcome=outcome).inc()
+        self.metrics.interactions.labels(kind="button", name=name, outcome=outcome).inc()
 
     async def click(self, interaction: discord.Interaction[Any], action: str, index: int, namespace: str,
                     name: str) -> None:
@@ -119,7 +148,7 @@ class Derivations:
         if action == "rx":
             await self.open_remix(interaction, namespace, name)
             return
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         source = await self._source(interaction, action, namespace, name)
         if source is None:
@@ -130,31 +159,32 @@ class Derivations:
             return
         try:
             if action == "up":
-                spec = upscale_spec(self.bot, source, index)
+                spec = upscale_spec(self.workflows, source, index)
             else:
-                spec = vary_spec(self.bot, source, index, DENOISE[action])
+                spec = vary_spec(self.workflows, source, index, DENOISE[action])
         except (OptionError, JobError) as exc:
             await reply(interaction, f"⚠️ I can't make that job: {exc.message}")
             self._count(action, "invalid")
             return
         caller = caller_of(interaction)
-        refusal = self.bot.policy.check_access(caller)
+        refusal = self.policy.check_access(caller)
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, action)
+            await self.submitter.refuse(interaction, refusal, action)
             return
         command = {"up": "upscale", "vs": "vary", "vv": "vary"}[action]
         grid_message = interaction.message.id if interaction.message is not None else None
-        await self.bot.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command=command,
-                                        reroll_of=source.key, reply_to=grid_message)
+        await self.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command=command,
+                                    reroll_of=source.key, reply_to=grid_message,
+                                    private=True if source.private else None)
 
     async def _source(self, interaction: discord.Interaction[Any], action: str, namespace: str,
                       name: str) -> JobInfo | None:
-        if namespace != self.bot.jobs.namespace:
+        if namespace != self.jobs.namespace:
             await reply(interaction, "That job belongs to another deployment of this bot.")
             self._count(action, "foreign")
             return None
         try:
-            job = await self.bot.jobs.get(name, namespace)
+            job = await self.jobs.get(name, namespace)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading ImageJob %s/%s failed: %s", namespace, name, exc)
             await reply(interaction, "⚠️ I can't reach the render queue right now. Please try again in a minute.")
@@ -168,44 +198,52 @@ class Derivations:
     async def open_remix(self, interaction: discord.Interaction[Any], namespace: str, name: str) -> None:
         """Answer with the Remix modal (it must be the first answer: no deferral before it)."""
         job: JobInfo | None = None
-        if namespace == self.bot.jobs.namespace:
+        if namespace == self.jobs.namespace:
             try:
-                job = await asyncio.wait_for(self.bot.jobs.get(name, namespace), MODAL_READ_TIMEOUT)
+                job = await asyncio.wait_for(self.jobs.get(name, namespace), MODAL_READ_TIMEOUT)
             except (ApiException, OSError, TimeoutError) as exc:
                 log.error("reading ImageJob %s/%s failed: %s", namespace, name, exc)
         if job is None:
             await reply(interaction, "I can't read that job right now (or it no longer exists).")
             self._count("remix", "missing")
             return
-        await interaction.response.send_modal(RemixModal(self, job))
+        await send_stopped(interaction, RemixModal(job))
 
-    async def submit_remix(self, interaction: discord.Interaction[Any], source: JobInfo, prompt: str,
-                           negative: str, seed: str) -> None:
-        """The modal was submitted: a new job with the changes, admitted like /imagine."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+    async def submit_remix(self, interaction: discord.Interaction[Any], namespace: str, name: str,
+                           values: dict[str, str]) -> None:
+        """A Remix modal was submitted (maybe to an earlier process): a new job with the changes, like /imagine."""
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         caller = caller_of(interaction)
-        refusal = self.bot.policy.check_access(caller)
+        refusal = self.policy.check_access(caller)
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, "remix")
+            await self.submitter.refuse(interaction, refusal, "remix")
+            return
+        source = await self._source(interaction, "remix", namespace, name)
+        if source is None:
             return
         try:
-            spec = remix_spec(source, prompt, negative, seed)
+            spec = remix_spec(source, values.get("prompt", ""), values.get("negative", ""), values.get("seed", ""))
         except OptionError as exc:
             await reply(interaction, f"⚠️ {exc.message}")
             self._count("remix", "invalid")
             return
-        await self.bot.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command="remix",
-                                        reroll_of=source.key)
+        await self.submitter.submit(interaction, caller, spec, spoiler=source.spoiler, command="remix",
+                                    reroll_of=source.key, private=True if source.private else None)
 
 
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Prompt, negative prompt and seed of the source job, editable."""
+    """Prompt, negative prompt and seed of the source job, editable.
 
-    def __init__(self, derivations: Derivations, source: JobInfo) -> None:
-        super().__init__(custom_id=f"rx-modal:{source.name}"[:100], timeout=15 * 60)
-        self.derivations = derivations
-        self.source = source
+    Only a form: it is sent stopped, and its submission is routed by its custom id to
+    `Derivations.submit_remix` (`modals.py`).
+    """
+
+    def __init__(self, source: JobInfo) -> None:
+        custom_id = remix_modal_id(source.namespace, source.name)
+        if custom_id is None:
+            raise ValueError(f"no Remix modal id for {source.key}")
+        super().__init__(custom_id=custom_id, timeout=None)
         spec = source.spec
         seed = source.status.seed if source.status.seed is not None else spec.seed
         limit = min(MAX_PROMPT_LENGTH, TEXT_INPUT_MAX)
@@ -223,12 +261,6 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         )
         for item in (self.prompt, self.negative, self.seed):
             self.add_item(item)
-
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        """Hand the values to `Derivations.submit_remix`."""
-        await self.derivations.submit_remix(
-            interaction, self.source, self.prompt.value, self.negative.value or "", self.seed.value or ""
-        )
 
 
 class DeriveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.compile(GRID_ID_PATTERN)):
@@ -257,4 +289,15 @@ class DeriveButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.c
             await reply(interaction, "⚠️ Something went wrong on my side. The details are in my logs.")
 
 
-__all__ = ["DENOISE", "Derivations", "DeriveButton", "RemixModal", "remix_spec", "upscale_spec", "vary_spec"]
+__all__ = [
+    "DENOISE",
+    "REMIX_MODAL_PATTERN",
+    "Derivations",
+    "DeriveButton",
+    "RemixModal",
+    "parse_remix_modal_id",
+    "remix_modal_id",
+    "remix_spec",
+    "upscale_spec",
+    "vary_spec",
+]

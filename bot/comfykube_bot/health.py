@@ -10,39 +10,52 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
-from comfykube_bot.metrics import CONTENT_TYPE_LATEST
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.metrics import CONTENT_TYPE_LATEST, BotMetrics
 
 log = logging.getLogger(__name__)
+
+
+class Probed(Protocol):
+    """What the probes look at (implemented by `main.ComfyBot`)."""
+
+    #: True while the ImageJob watch runs (after the catch-up).
+    watch_ready: bool
+
+    def is_closed(self) -> bool:
+        """The client has been closed."""
+        ...
+
+    def is_ready(self) -> bool:
+        """Logged in to the gateway."""
+        ...
 
 
 class HealthServer:
     """The two small HTTP servers; port 0 disables one."""
 
-    def __init__(self, bot: ComfyBot, *, host: str = "0.0.0.0") -> None:
-        self.bot = bot
+    def __init__(self, probed: Probed, metrics: BotMetrics, *, host: str = "0.0.0.0") -> None:
+        self.probed = probed
+        self._metrics = metrics
         self.host = host
         self._runners: list[web.AppRunner] = []
         self.ports: dict[str, int] = {}
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """Liveness."""
-        if self.bot.is_closed():
+        if self.probed.is_closed():
             return web.Response(status=503, text="closed\n")
         return web.Response(text="ok\n")
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """Readiness: gateway session and ImageJob watch."""
         missing = []
-        if not self.bot.is_ready():
+        if not self.probed.is_ready():
             missing.append("discord gateway not ready")
-        if not self.bot.watch_ready:
+        if not self.probed.watch_ready:
             missing.append("ImageJob watch not established")
         if missing:
             return web.Response(status=503, text="; ".join(missing) + "\n")
@@ -50,7 +63,7 @@ class HealthServer:
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """Prometheus text format."""
-        return web.Response(body=self.bot.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _serve(self, name: str, port: int, routes: list[web.RouteDef]) -> None:
         app = web.Application()

@@ -36,6 +36,7 @@ from comfykube.names import (
     ANN_CHANNEL,
     ANN_DELIVERED,
     ANN_MESSAGE,
+    ANN_PRIVATE,
     ANN_SIGNATURE,
     ANN_SPOILER,
     ANN_UPLOAD_LIMIT,
@@ -235,6 +236,11 @@ class JobInfo:
     def spoiler(self) -> bool:
         """Attach images as spoilers (honoured from anyone: it only hides more)."""
         return self.annotations.get(ANN_SPOILER) == "true"
+
+    @property
+    def private(self) -> bool:
+        """Private replies (signed annotation): shown only to the requester, never in the channel."""
+        return self.annotations.get(ANN_PRIVATE) == "true"
 
     @property
     def delivery(self) -> Delivery:

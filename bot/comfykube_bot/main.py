@@ -1,5 +1,9 @@
 """The bot process: `ComfyBot` (a discord.py Client) and `run_bot` for `comfykube bot`.
 
+`ComfyBot._wire` builds the parts (submit, delivery, actions, derive, the
+settings panel) and hands each what it uses; none of them imports this module,
+so each can be read, and built in a test, on its own.
+
 `setup_hook` (before the gateway connects) registers the persistent buttons,
 the slash commands and syncs them, and starts two background tasks: the
 checkpoint cache refresh and the ImageJob loop. That loop waits until the
@@ -33,15 +37,16 @@ from comfykube_bot.actions import Actions
 from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.commands import ComfyTree, register_commands
 from comfykube_bot.delivery import Deliverer
-from comfykube_bot.derive import Derivations, DeriveButton
+from comfykube_bot.derive import Derivations, DeriveButton, parse_remix_modal_id
 from comfykube_bot.health import HealthServer
 from comfykube_bot.images import ImageSource, StoreReader
 from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
+from comfykube_bot.modals import submitted_values
 from comfykube_bot.policy import Policy
 from comfykube_bot.prefs import PrefsStore
 from comfykube_bot.settings import BotSettings
-from comfykube_bot.settings_panel import SettingItem, SettingsPanel
+from comfykube_bot.settings_panel import NEGATIVE_MODAL_ID, SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
 from comfykube_bot.submit import Submitter
 from comfykube_bot.updater import MessageUpdater
@@ -84,25 +89,52 @@ class ComfyBot(discord.Client):
         self.uploads = Uploads(self.core, self.workflows, cdn_base=settings.discord_cdn_base)
         self._kube = kube
         self._owns_kube = kube is None
-        # Without an injected client, setup_hook connects (that needs the running event loop).
         signing_key = settings.bot_signing_key.get_secret_value() if settings.bot_signing_key else None
         self.signer = Signer.from_secrets(signing_key, settings.discord_token.get_secret_value())
-        self._jobs: JobStore | None = (
-            JobStore(kube, settings.bot_namespace, signer=self.signer) if kube is not None else None
-        )
         # Identifies this process in delivery claims: a claim with another holder is a leftover.
         self.holder = holder or f"{os.uname().nodename[:40]}-{uuid.uuid4().hex[:8]}"
         self.tree = ComfyTree(self)
         self.updater = MessageUpdater(self, interval=settings.bot_edit_interval_seconds, metrics=self.metrics)
+        # The parts that need the Kubernetes API (set by `_wire`, here or in setup_hook).
+        self._jobs: JobStore | None = None
+        self.prefs: PrefsStore  # users' /settings, in ConfigMaps
         self.submitter: Submitter
-        self.prefs: PrefsStore  # users' /settings, in ConfigMaps (set in setup_hook, with the API client)
-        self.settings_panel = SettingsPanel(self)
-        self.derivations = Derivations(self)  # Upscale / Vary / Remix buttons (derive.py)
-        self.actions = Actions(self)
-        self.deliverer = Deliverer(self, self.holder)
+        self.deliverer: Deliverer
+        self.actions: Actions
+        self.derivations: Derivations  # Upscale / Vary / Remix buttons (derive.py)
+        self.settings_panel: SettingsPanel
         self.watch_ready = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_log = RateLimitLogCounter(self.metrics)
+        if kube is not None:
+            self._wire(kube)
+        # Without an injected client, setup_hook connects (that needs the running event loop) and wires.
+
+    def _wire(self, kube: KubeApi) -> None:
+        """Build the parts, each given what it uses (the one place that knows how they fit together)."""
+        settings, metrics = self.settings, self.metrics
+        jobs = self._jobs = JobStore(kube, settings.bot_namespace, signer=self.signer)
+        self.prefs = PrefsStore(kube.core, settings.bot_namespace)
+        self.submitter = Submitter(
+            self, settings=settings, policy=self.policy, jobs=jobs, prefs=self.prefs, workflows=self.workflows,
+            checkpoints=self.checkpoints, updater=self.updater, metrics=metrics, signer=self.signer,
+            uploads=self.uploads,
+        )
+        self.deliverer = Deliverer(
+            self, holder=self.holder, jobs=jobs, policy=self.policy, updater=self.updater, workflows=self.workflows,
+            image_source=self.image_source, metrics=metrics,
+        )
+        self.actions = Actions(
+            self, core=self.core, jobs=jobs, policy=self.policy, submitter=self.submitter, deliverer=self.deliverer,
+            updater=self.updater, metrics=metrics, queue_cap=settings.bot_queue_cap,
+        )
+        self.derivations = Derivations(
+            jobs=jobs, policy=self.policy, submitter=self.submitter, workflows=self.workflows, metrics=metrics
+        )
+        self.settings_panel = SettingsPanel(
+            prefs=self.prefs, policy=self.policy, checkpoints=self.checkpoints, submitter=self.submitter,
+            metrics=metrics,
+        )
 
     @property
     def jobs(self) -> JobStore:
@@ -117,13 +149,14 @@ class ComfyBot(discord.Client):
         """Buttons, commands, sync, background tasks (runs once, before the gateway connects)."""
         if self._kube is None:
             self._kube = await KubeApi.connect()
-            self._jobs = JobStore(self._kube, self.settings.bot_namespace, signer=self.signer)
-        self.submitter = Submitter(self)
-        self.prefs = PrefsStore(self._kube.core, self.settings.bot_namespace)
+            self._wire(self._kube)
         for name in ("discord.http", "discord.webhook.async_"):
             logging.getLogger(name).addHandler(self._rate_log)
         self.add_dynamic_items(JobButton, SettingItem, DeriveButton)
-        register_commands(self)
+        register_commands(
+            self.tree, workflows=self.workflows, policy=self.policy, checkpoints=self.checkpoints,
+            metrics=self.metrics, submitter=self.submitter, actions=self.actions, settings_panel=self.settings_panel,
+        )
         if self.settings.discord_sync_commands:
             await self.sync_commands()
         self.checkpoints.start()
@@ -147,7 +180,8 @@ class ComfyBot(discord.Client):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.deliverer.aclose()
+        if self._jobs is not None:  # wired (a bot that never connected has no deliveries)
+            await self.deliverer.aclose()
         await self.updater.aclose()
         await self.checkpoints.stop()
         for name in ("discord.http", "discord.webhook.async_"):
@@ -186,7 +220,7 @@ class ComfyBot(discord.Client):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    # ------------------------------------------------------------------ buttons
+    # ------------------------------------------------------------------ buttons and modals
 
     async def handle_job_button(
         self, interaction: discord.Interaction[Any], action: str, namespace: str, name: str
@@ -196,12 +230,40 @@ class ComfyBot(discord.Client):
             await self.actions.button(interaction, action, namespace, name)
         except Exception:
             log.exception("button %s on %s/%s failed", action, namespace, name)
-            with contextlib.suppress(discord.HTTPException):
-                text = "⚠️ Something went wrong on my side. The details are in my logs."
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
+            await _answer_failure(interaction)
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """Modal submissions, routed by custom id: the modals are sent stopped, so discord.py holds none (modals.py).
+
+        Slash commands and buttons are dispatched by discord.py itself (the tree, the dynamic items). An unknown
+        id is only logged: answering it could pre-empt a handler that discord.py does hold.
+        """
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: Any = interaction.data or {}
+        custom_id = data.get("custom_id") if isinstance(data, dict) else None
+        values = submitted_values(data)
+        try:
+            remix = parse_remix_modal_id(custom_id)
+            if remix is not None:
+                await self.derivations.submit_remix(interaction, remix[0], remix[1], values)
+            elif custom_id == NEGATIVE_MODAL_ID:
+                await self.settings_panel.submit_negative(interaction, values)
+            else:
+                log.info("modal submission with an unknown custom id from user %s", interaction.user.id)
+        except Exception:
+            log.exception("modal submission %.40r failed", custom_id)
+            await _answer_failure(interaction)
+
+
+async def _answer_failure(interaction: discord.Interaction[Any]) -> None:
+    """Tell the user only that it failed (the traceback is in the log)."""
+    with contextlib.suppress(discord.HTTPException):
+        text = "⚠️ Something went wrong on my side. The details are in my logs."
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
 
 def apply_discord_endpoints(settings: BotSettings) -> None:
@@ -229,7 +291,7 @@ def _describe(error: ValidationError) -> str:
 
 async def _amain(settings: BotSettings, core: Settings, health_port: int, metrics_port: int) -> int:
     bot = ComfyBot(settings, core)
-    health = HealthServer(bot, host=settings.bot_listen_host)
+    health = HealthServer(bot, bot.metrics, host=settings.bot_listen_host)
     await health.start(health_port, metrics_port)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []

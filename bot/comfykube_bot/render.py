@@ -354,7 +354,8 @@ def job_list_line(job: JobInfo, guild_id: int | None) -> str:
     if job.deleting:
         parts[0] += " (deleting)"
     parts.append(escape(truncate(job.spec.prompt.replace("\n", " "), 60)))
-    jump = jump_url(guild_id, job.channel_id, job.message_id)
+    # A private job's message is ephemeral: there is nothing to jump to.
+    jump = None if job.private else jump_url(guild_id, job.channel_id, job.message_id)
     if jump:
         parts.append(f"[message]({jump})")
     url, expires = first_link(job)
@@ -393,7 +394,8 @@ def render_queue(jobs: list[JobInfo], *, cap: int) -> str:
         progress = job.status.progress
         if job.phase is Phase.RUNNING and progress is not None and progress.max:
             state += f" {progress.value}/{progress.max}"
-        prompt = escape(truncate(job.spec.prompt.replace("\n", " "), 50))
+        # /queue is for anyone: a private job's prompt is not shown there.
+        prompt = "🔒 private" if job.private else escape(truncate(job.spec.prompt.replace("\n", " "), 50))
         line = f"{index}. `{job.name}` {state} · {who} · {prompt}"
         if sum(len(x) + 1 for x in lines) + len(line) > MAX_CONTENT - 40:
             lines.append(f"…and {len(jobs) - index + 1} more")

@@ -1,5 +1,8 @@
 """`/settings` and `/settings reset`: the panel of a user's defaults (selects and a toggle).
 
+The toggle is "Private replies": `/imagine` then answers ephemerally and a
+late result comes by DM (`submit.py`, `delivery.py`).
+
 The panel is an ephemeral message; its components carry only which setting
 they change (`ks:<setting>`), and the user is whoever clicks, so the panel
 keeps working after a restart (the values live in the ConfigMap, `prefs.py`).
@@ -7,7 +10,9 @@ Each change is acknowledged first (a deferred update, inside Discord's 3 s),
 then written, then the panel is redrawn with what was stored.
 
 The negative prompt is free text: its button opens a modal prefilled with the
-stored value (an empty submission clears it).
+stored value (an empty submission clears it). The modal is sent stopped and its
+submission is routed by its custom id (`modals.py`), so it still saves after a
+restart.
 """
 
 from __future__ import annotations
@@ -16,20 +21,21 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from comfykube.types import MAX_PROMPT_LENGTH
+from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.markdown import code, escape
-from comfykube_bot.prefs import COUNTS, STEP_CHOICES, UserPrefs
+from comfykube_bot.metrics import BotMetrics
+from comfykube_bot.modals import send_stopped
+from comfykube_bot.policy import Policy
+from comfykube_bot.prefs import COUNTS, STEP_CHOICES, PrefsStore, UserPrefs
 from comfykube_bot.render import truncate
 from comfykube_bot.specs import ASPECTS
-from comfykube_bot.submit import caller_of, reply
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.submit import Submitter, caller_of, reply
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ SETTING_ID_PATTERN = r"ks:(?P<setting>aspect|count|steps|model|private|negative|
 DEFAULT_VALUE = "-"
 #: Discord's limit on a modal text input.
 NEGATIVE_MAX = min(MAX_PROMPT_LENGTH, 4000)
+#: The negative-prompt modal's custom id (the user is whoever submits it).
+NEGATIVE_MODAL_ID = "ks-negative-modal"
 
 
 def panel_text(prefs: UserPrefs) -> str:
@@ -51,6 +59,8 @@ def panel_text(prefs: UserPrefs) -> str:
         f"Aspect: {show(prefs.aspect)} · Images: {show(prefs.count)} · Steps: {show(prefs.steps)}",
         f"Model: {show(prefs.model)}",
         f"Negative prompt: {negative}",
+        "Private replies: **on** — only you see your jobs here; a result after about 15 minutes comes by DM"
+        if prefs.private else "Private replies: off — job messages are posted in the channel",
     ])
 
 
@@ -62,7 +72,8 @@ def _select(setting: str, placeholder: str, choices: list[str], current: Any) ->
 
 
 def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
-    """Four selects and a row of buttons: negative prompt, reset (a stopped view; `SettingItem` routes clicks)."""
+    """Four selects and a row of buttons: private replies, negative prompt, reset (a stopped view; `SettingItem`
+    routes clicks)."""
     view = discord.ui.View(timeout=None)
     rows: list[discord.ui.Item[Any]] = [
         _select("aspect", "Aspect ratio", list(ASPECTS), prefs.aspect),
@@ -74,8 +85,10 @@ def build_panel(prefs: UserPrefs, models: list[str]) -> discord.ui.View:
         item.row = row
         view.add_item(item)
     buttons: list[discord.ui.Button[Any]] = [
-        # No "private replies" toggle yet: prefs.py stores the field, but nothing applies it (docs/bot.md,
-        # Known gaps); a toggle that changes nothing would mislead.
+        # A toggle: the label says what is set now, a click flips it (the stored value, not the label, decides).
+        discord.ui.Button(label=f"Private replies: {'on' if prefs.private else 'off'}", custom_id="ks:private",
+                          style=discord.ButtonStyle.success if prefs.private else discord.ButtonStyle.secondary,
+                          emoji="🔒", row=4),
         discord.ui.Button(label="Negative prompt…", custom_id="ks:negative", style=discord.ButtonStyle.secondary,
                           row=4),
         discord.ui.Button(label="Reset", custom_id="ks:reset", style=discord.ButtonStyle.danger, row=4),
@@ -103,30 +116,37 @@ def _parse(setting: str, value: str) -> dict[str, Any]:
 class SettingsPanel:
     """The `/settings` handlers of one bot."""
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
+    def __init__(
+        self, *, prefs: PrefsStore, policy: Policy, checkpoints: CheckpointCache, submitter: Submitter,
+        metrics: BotMetrics,
+    ) -> None:
+        self.prefs = prefs
+        self.policy = policy
+        self.checkpoints = checkpoints
+        self.submitter = submitter
+        self.metrics = metrics
 
     def _models(self, interaction: discord.Interaction[Any]) -> list[str]:
-        return self.bot.policy.visible_models(self.bot.checkpoints.suggest("", limit=100), caller_of(interaction))
+        return self.policy.visible_models(self.checkpoints.suggest("", limit=100), caller_of(interaction))
 
     def _count(self, name: str, outcome: str) -> None:
-        self.bot.metrics.interactions.labels(kind="settings", name=name, outcome=outcome).inc()
+        self.metrics.interactions.labels(kind="settings", name=name, outcome=outcome).inc()
 
     async def _allowed(self, interaction: discord.Interaction[Any]) -> bool:
-        refusal = self.bot.policy.check_access(caller_of(interaction))
+        refusal = self.policy.check_access(caller_of(interaction))
         if refusal is not None:
-            await self.bot.submitter.refuse(interaction, refusal, "settings")
+            await self.submitter.refuse(interaction, refusal, "settings")
             return False
         return True
 
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         """`/settings`: the panel, ephemeral."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         if not await self._allowed(interaction):
             return
         try:
-            prefs = await self.bot.prefs.get(interaction.guild_id, interaction.user.id)
+            prefs = await self.prefs.get(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading settings failed: %s", exc)
             await reply(interaction, "⚠️ I can't read your settings right now. Please try again in a minute.")
@@ -138,12 +158,12 @@ class SettingsPanel:
 
     async def reset(self, interaction: discord.Interaction[Any]) -> None:
         """`/settings reset`: forget the user's defaults in this server."""
-        if not await self.bot.submitter.defer(interaction, time.perf_counter()):
+        if not await self.submitter.defer(interaction, time.perf_counter()):
             return
         if not await self._allowed(interaction):
             return
         try:
-            await self.bot.prefs.reset(interaction.guild_id, interaction.user.id)
+            await self.prefs.reset(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
             log.error("resetting settings failed: %s", exc)
             await reply(interaction, "⚠️ I couldn't reset your settings right now. Please try again in a minute.")
@@ -183,7 +203,7 @@ class SettingsPanel:
 
     async def _save(self, interaction: discord.Interaction[Any], setting: str, change: Any) -> None:
         try:
-            prefs = await self.bot.prefs.update(interaction.guild_id, interaction.user.id, change)
+            prefs = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
         except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
             log.error("saving settings failed: %s", exc)
             await reply(interaction, "⚠️ I couldn't save that right now. Please try again in a minute.")
@@ -199,38 +219,50 @@ class SettingsPanel:
 
     async def _open_negative(self, interaction: discord.Interaction[Any]) -> None:
         try:
-            prefs = await self.bot.prefs.get(interaction.guild_id, interaction.user.id)
+            prefs = await self.prefs.get(interaction.guild_id, interaction.user.id)
         except (ApiException, OSError, TimeoutError) as exc:
             log.error("reading settings failed: %s", exc)
             await reply(interaction, "⚠️ I can't read your settings right now.")
             return
-        panel = self
+        await send_stopped(interaction, negative_modal(prefs))
 
-        class NegativeModal(discord.ui.Modal, title="Default negative prompt"):
-            text: discord.ui.TextInput[Any] = discord.ui.TextInput(
-                label="Negative prompt (empty: none)", style=discord.TextStyle.paragraph, required=False,
-                max_length=NEGATIVE_MAX, default=(prefs.negative or "")[:NEGATIVE_MAX], custom_id="negative",
-            )
+    async def submit_negative(self, interaction: discord.Interaction[Any], values: dict[str, str]) -> None:
+        """The negative-prompt modal was submitted (maybe to an earlier process): store the value."""
+        value = values.get("negative", "").strip() or None
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge the negative prompt: %s", exc)
+            return
+        if not await self._allowed(interaction):
+            return
+        if value is not None and len(value) > NEGATIVE_MAX:  # the modal caps it; a forged submission may not
+            await reply(interaction, f"⚠️ The negative prompt can be at most {NEGATIVE_MAX} characters.")
+            self._count("negative", "invalid")
+            return
 
-            async def on_submit(self, modal_interaction: discord.Interaction[Any]) -> None:
-                value = self.text.value.strip() or None
-                await modal_interaction.response.defer(ephemeral=True, thinking=True)
+        def change(old: UserPrefs) -> UserPrefs:
+            return old.changed(negative=value)
 
-                def change(old: UserPrefs) -> UserPrefs:
-                    return old.changed(negative=value)
+        try:
+            saved = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
+        except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
+            log.error("saving settings failed: %s", exc)
+            await reply(interaction, "⚠️ I couldn't save that right now.")
+            self._count("negative", "error")
+            return
+        self._count("negative", "ok")
+        await reply(interaction, "Saved.\n" + panel_text(saved))
 
-                try:
-                    saved = await panel.bot.prefs.update(
-                        modal_interaction.guild_id, modal_interaction.user.id, change
-                    )
-                except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
-                    log.error("saving settings failed: %s", exc)
-                    await reply(modal_interaction, "⚠️ I couldn't save that right now.")
-                    return
-                panel._count("negative", "ok")
-                await reply(modal_interaction, "Saved.\n" + panel_text(saved))
 
-        await interaction.response.send_modal(NegativeModal(custom_id="ks-negative-modal"))
+def negative_modal(prefs: UserPrefs) -> discord.ui.Modal:
+    """The default-negative-prompt form, prefilled (submissions go to `SettingsPanel.submit_negative`)."""
+    modal = discord.ui.Modal(title="Default negative prompt", custom_id=NEGATIVE_MODAL_ID, timeout=None)
+    modal.add_item(discord.ui.TextInput(
+        label="Negative prompt (empty: none)", style=discord.TextStyle.paragraph, required=False,
+        max_length=NEGATIVE_MAX, default=(prefs.negative or "")[:NEGATIVE_MAX], custom_id="negative",
+    ))
+    return modal
 
 
 class SettingItem(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.compile(SETTING_ID_PATTERN)):
@@ -254,4 +286,12 @@ class SettingItem(discord.ui.DynamicItem[discord.ui.Button[Any]], template=re.co
             await panel.component(interaction, self.setting)
 
 
-__all__ = ["SETTING_ID_PATTERN", "SettingItem", "SettingsPanel", "build_panel", "panel_text"]
+__all__ = [
+    "NEGATIVE_MODAL_ID",
+    "SETTING_ID_PATTERN",
+    "SettingItem",
+    "SettingsPanel",
+    "build_panel",
+    "negative_modal",
+    "panel_text",
+]

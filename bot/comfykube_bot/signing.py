@@ -17,6 +17,12 @@ jobs: set `BOT_SIGNING_KEY` to avoid that). Residual risk, documented in
 docs/bot.md: someone who can delete a bot job and create one with the same
 name could copy its signed annotations and have the bot edit that same job's
 message again.
+
+Annotations added later (`comfykube.dev/discord-private`) are signed only when
+present, as a trailing object after the original five: a job signed before
+they existed hashes exactly as it did then, so its signature still verifies;
+and adding or removing one on a signed job changes what is hashed, so it no
+longer does (the job then counts as a kubectl job).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from comfykube.names import (
     ANN_CHANNEL,
     ANN_INTERACTION,
     ANN_MESSAGE,
+    ANN_PRIVATE,
     ANN_REROLL_OF,
     ANN_UPLOAD_LIMIT,
     LABEL_CHANNEL,
@@ -40,7 +47,11 @@ from comfykube.names import (
 
 #: Labels and annotations that are honoured only under a valid signature.
 SIGNED_LABELS = (LABEL_REQUESTER, LABEL_GUILD, LABEL_CHANNEL, LABEL_MANAGED_BY)
-SIGNED_ANNOTATIONS = (ANN_CHANNEL, ANN_MESSAGE, ANN_UPLOAD_LIMIT, ANN_INTERACTION, ANN_REROLL_OF)
+#: The annotations of the first signature format, always hashed (None where absent), in this order.
+POSITIONAL_ANNOTATIONS = (ANN_CHANNEL, ANN_MESSAGE, ANN_UPLOAD_LIMIT, ANN_INTERACTION, ANN_REROLL_OF)
+#: Annotations hashed only when present (older signatures, made without them, keep verifying).
+OPTIONAL_ANNOTATIONS = (ANN_PRIVATE,)
+SIGNED_ANNOTATIONS = (*POSITIONAL_ANNOTATIONS, *OPTIONAL_ANNOTATIONS)
 VERSION = "v1"
 
 
@@ -61,16 +72,17 @@ class Signer:
 
     def sign(self, namespace: str, name: str, labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
         """The signature annotation's value for these metadata."""
-        message = json.dumps(
-            [
-                VERSION,
-                namespace,
-                name,
-                [labels.get(k) for k in SIGNED_LABELS],
-                [annotations.get(k) for k in SIGNED_ANNOTATIONS],
-            ],
-            separators=(",", ":"),
-        ).encode()
+        parts: list[object] = [
+            VERSION,
+            namespace,
+            name,
+            [labels.get(k) for k in SIGNED_LABELS],
+            [annotations.get(k) for k in POSITIONAL_ANNOTATIONS],
+        ]
+        optional = {k: annotations[k] for k in OPTIONAL_ANNOTATIONS if k in annotations}
+        if optional:
+            parts.append(optional)
+        message = json.dumps(parts, separators=(",", ":"), sort_keys=True).encode()
         return f"{VERSION}:" + hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def verify(

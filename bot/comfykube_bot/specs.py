@@ -24,6 +24,7 @@ from comfykube.names import (
     ANN_CHANNEL,
     ANN_INTERACTION,
     ANN_MESSAGE,
+    ANN_PRIVATE,
     ANN_REROLL_OF,
     ANN_SIGNATURE,
     ANN_SPOILER,
@@ -266,6 +267,8 @@ class Origin:
     upload_limit: int | None = None
     spoiler: bool = False
     reroll_of: str | None = None
+    #: Private replies: the job message is ephemeral, a late result goes by DM (docs/bot.md).
+    private: bool = False
 
 
 def job_name(interaction_id: int) -> str:
@@ -294,6 +297,8 @@ def build_manifest(
         annotations[ANN_SPOILER] = "true"
     if origin.reroll_of:
         annotations[ANN_REROLL_OF] = origin.reroll_of
+    if origin.private:
+        annotations[ANN_PRIVATE] = "true"
     if signer is not None:
         annotations[ANN_SIGNATURE] = signer.sign(namespace, name, labels, annotations)
     return {"metadata": {"name": name, "labels": labels, "annotations": annotations}, "spec": spec.wire()}

@@ -14,7 +14,10 @@ Order of work, and why:
    slip under the limit;
 3. fill the ephemeral reply, then post the **public job message** as a
    followup (a second followup is a new message; it can be edited through
-   the interaction token for 15 minutes and through the bot token after);
+   the interaction token for 15 minutes and through the bot token after). With
+   private replies (`/settings`, or a job derived from a private one) that
+   followup is **ephemeral** instead: only the token reaches it, and a result
+   that comes later goes by DM (`delivery.py`);
 4. create the ImageJob with that message's id in its annotations, so the
    job knows its message from its very first version (a bot restarted at any
    later moment finds it). The job's name derives from the interaction id, so
@@ -27,7 +30,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -42,12 +45,16 @@ from comfykube.names import (
 )
 from comfykube.types import ImageJobSpec
 from comfykube.workflows import WorkflowLibrary
+from comfykube_bot.checkpoints import CheckpointCache
 from comfykube_bot.flags import FlagError, parse_inline_flags
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.markdown import code
+from comfykube_bot.metrics import BotMetrics
 from comfykube_bot.policy import Caller, Policy, Refusal
-from comfykube_bot.prefs import UserPrefs, apply_prefs
+from comfykube_bot.prefs import PrefsStore, UserPrefs, apply_prefs
 from comfykube_bot.render import render_progress, truncate
+from comfykube_bot.settings import BotSettings
+from comfykube_bot.signing import Signer
 from comfykube_bot.specs import (
     ImagineOptions,
     OptionError,
@@ -56,10 +63,8 @@ from comfykube_bot.specs import (
     build_spec,
     job_name,
 )
-from comfykube_bot.updater import message_kwargs
-
-if TYPE_CHECKING:
-    from comfykube_bot.main import ComfyBot
+from comfykube_bot.updater import MessageUpdater, message_kwargs
+from comfykube_bot.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +102,38 @@ async def reply(interaction: discord.Interaction[Any], text: str) -> None:
 
 
 class Submitter:
-    """Admission and creation of ImageJobs for one bot."""
+    """Admission and creation of ImageJobs for one bot.
 
-    def __init__(self, bot: ComfyBot) -> None:
-        self.bot = bot
-        self.settings = bot.settings
-        self.policy: Policy = bot.policy
-        self.jobs: JobStore = bot.jobs
+    `client` posts the job messages that reply to a grid (a channel message, not a followup).
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        settings: BotSettings,
+        policy: Policy,
+        jobs: JobStore,
+        prefs: PrefsStore,
+        workflows: WorkflowLibrary,
+        checkpoints: CheckpointCache,
+        updater: MessageUpdater,
+        metrics: BotMetrics,
+        signer: Signer,
+        uploads: Uploads | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.policy = policy
+        self.jobs = jobs
+        self.prefs = prefs
+        self.workflows = workflows
+        self.checkpoints = checkpoints
+        self.updater = updater
+        self.metrics = metrics
+        self.signer = signer
+        #: `/imagine image:` (uploads.py); None: the option is refused as not set up.
+        self.uploads = uploads
         self._last_submit: dict[int, float] = {}
         self._user_locks: dict[int, asyncio.Lock] = {}
 
@@ -116,7 +146,7 @@ class Submitter:
         except discord.HTTPException as exc:  # 10062: too late, or already answered
             log.warning("could not defer interaction %s: %s", interaction.id, exc)
             return False
-        self.bot.metrics.defer_seconds.observe(time.perf_counter() - received)
+        self.metrics.defer_seconds.observe(time.perf_counter() - received)
         return True
 
     async def imagine(self, interaction: discord.Interaction[Any], options: ImagineOptions, received: float) -> None:
@@ -130,8 +160,9 @@ class Submitter:
             return
         try:
             parsed = parse_inline_flags(options.prompt)
+            prefs = await self.prefs_of(caller)
             typed = options.merged_with_flags(parsed.options, parsed.text)
-            merged = apply_prefs(typed, await self.prefs_of(caller))
+            merged = apply_prefs(typed, prefs)
             spec = build_spec(
                 merged, base_size=self.settings.bot_base_size, ttl_seconds=self.settings.bot_job_ttl_seconds
             )
@@ -143,9 +174,13 @@ class Submitter:
             return
         if options.image is not None or options.strength is not None:
             # A picture to start from: checked, stored and made an img2img job there (uploads.py).
-            await self.bot.uploads.imagine(self, interaction, caller, options, typed, spec)
+            if self.uploads is None:
+                await self.refuse(interaction, Refusal("UploadsUnavailable", "⚠️ `image` is not set up here."),
+                                  "imagine")
+                return
+            await self.uploads.imagine(self, interaction, caller, options, typed, spec, private=prefs.private)
             return
-        await self.submit(interaction, caller, spec, spoiler=options.spoiler, command="imagine")
+        await self.submit(interaction, caller, spec, spoiler=options.spoiler, command="imagine", private=prefs.private)
 
     async def reroll(self, interaction: discord.Interaction[Any], source: JobInfo, spec: ImageJobSpec) -> None:
         """The Reroll button (already deferred): the same spec with a new seed, for whoever clicked."""
@@ -154,22 +189,28 @@ class Submitter:
         if refusal is not None:
             await self.refuse(interaction, refusal, "reroll")
             return
-        await self.submit(interaction, caller, spec, spoiler=source.spoiler, command="reroll", reroll_of=source.key)
+        await self.submit(interaction, caller, spec, spoiler=source.spoiler, command="reroll", reroll_of=source.key,
+                          private=True if source.private else None)
 
     # ------------------------------------------------------------------ shared
 
     async def prefs_of(self, caller: Caller) -> UserPrefs:
-        """The caller's /settings (none when the ConfigMap cannot be read: the request still goes through)."""
+        """The caller's /settings (the defaults when the ConfigMap cannot be read: the request still goes through).
+
+        The defaults then include private replies: not knowing whether the user asked for privacy must not
+        put their prompt in the channel (a private reply to someone who did not ask costs nothing).
+        """
         try:
-            return await self.bot.prefs.get(caller.guild_id, caller.user_id)
+            return await self.prefs.get(caller.guild_id, caller.user_id)
         except (ApiException, OSError, TimeoutError) as exc:
-            log.warning("reading /settings of user %s failed (%s); using the defaults", caller.user_id, exc)
-            return UserPrefs()
+            log.warning("reading /settings of user %s failed (%s); using the defaults, privately", caller.user_id,
+                        exc)
+            return UserPrefs(private=True)
 
     async def refuse(self, interaction: discord.Interaction[Any], refusal: Refusal, command: str) -> None:
         """Count and answer a refusal (ephemeral)."""
-        self.bot.metrics.refusals.labels(reason=refusal.reason).inc()
-        self.bot.metrics.interactions.labels(kind="command", name=command, outcome="refused").inc()
+        self.metrics.refusals.labels(reason=refusal.reason).inc()
+        self.metrics.interactions.labels(kind="command", name=command, outcome="refused").inc()
         log.info("refused %s for user %s: %s", command, interaction.user.id, refusal.reason)
         await reply(interaction, refusal.message)
 
@@ -178,7 +219,7 @@ class Submitter:
         refusal = self.policy.check_prompt(spec.prompt)
         if refusal is not None:
             return refusal
-        library: WorkflowLibrary = self.bot.workflows
+        library = self.workflows
         try:
             workflow = library.get(spec.workflow)
             # Input images are fetched by the operator; here only their names matter (required ones given).
@@ -192,7 +233,7 @@ class Submitter:
         if refusal is not None:
             return refusal
         if spec.model:
-            offered = await self.bot.checkpoints.check(spec.model)
+            offered = await self.checkpoints.check(spec.model)
             if offered is not None:
                 shown = ", ".join(code(m) for m in self.policy.visible_models(offered, caller)[:15]) or "none"
                 text = f"⚠️ `model`: {code(spec.model)} is not installed on the renderer. Available: {shown}"
@@ -220,15 +261,20 @@ class Submitter:
         command: str,
         reroll_of: str | None = None,
         reply_to: int | None = None,
+        private: bool | None = None,
     ) -> None:
         """Checks that need I/O, then message + ImageJob (the interaction is deferred already).
 
-        `reply_to`: post the job message as a reply to that message (Upscale/Vary of a grid).
+        `reply_to`: post the job message as a reply to that message (Upscale/Vary of a grid; not for
+        private jobs, whose message is ephemeral). `private`: private replies; None reads the caller's
+        `/settings` (a job derived from a private job passes True: it stays private whoever clicked).
         """
         refusal = await self.check_content(spec, caller)
         if refusal is not None:
             await self.refuse(interaction, refusal, command)
             return
+        if private is None:
+            private = (await self.prefs_of(caller)).private
         lock = self._user_locks.setdefault(caller.user_id, asyncio.Lock())
         async with lock:
             try:
@@ -238,7 +284,7 @@ class Submitter:
             except (ApiException, OSError, TimeoutError) as exc:
                 log.error("listing ImageJobs failed: %s", exc)
                 await reply(interaction, "⚠️ I can't reach the render queue right now. Please try again in a minute.")
-                self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+                self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
                 return
             refusal = self.policy.check_cooldown(self._seconds_since_last(caller.user_id, user_jobs))
             active = sum(1 for j in user_jobs if j.active)
@@ -249,7 +295,7 @@ class Submitter:
                 return
             self._last_submit[caller.user_id] = time.monotonic()
             await self._create(interaction, caller, spec, spoiler=spoiler, command=command, reroll_of=reroll_of,
-                               active=active, reply_to=reply_to)
+                               active=active, reply_to=None if private else reply_to, private=private)
 
     async def _create(
         self,
@@ -262,6 +308,7 @@ class Submitter:
         reroll_of: str | None,
         active: int,
         reply_to: int | None = None,
+        private: bool = False,
     ) -> None:
         namespace = self.jobs.namespace
         name = job_name(interaction.id)
@@ -288,18 +335,21 @@ class Submitter:
                 reference = discord.MessageReference(
                     message_id=reply_to, channel_id=caller.channel_id, fail_if_not_exists=False
                 )
-                channel = self.bot.get_partial_messageable(caller.channel_id, guild_id=caller.guild_id)
+                channel = self.client.get_partial_messageable(caller.channel_id, guild_id=caller.guild_id)
                 message = await channel.send(**message_kwargs(first, for_new=True), reference=reference)
-                self.bot.metrics.posts.labels(outcome="ok").inc()
-                self.bot.updater.remember(message.id, first)
+                self.metrics.posts.labels(outcome="ok").inc()
+                self.updater.remember(message.id, first)
             else:
-                message = await interaction.followup.send(**message_kwargs(first, for_new=True), wait=True)
-                self.bot.updater.remember(message.id, first)
+                # Private: an ephemeral followup, seen by the requester only and reachable by the token only.
+                message = await interaction.followup.send(
+                    **message_kwargs(first, for_new=True), ephemeral=private, wait=True
+                )
+                self.updater.remember(message.id, first)
                 # Before the job exists: its first status change may arrive right after the create.
-                self.bot.updater.register_token(message.id, interaction.followup, interaction.expires_at)
+                self.updater.register_token(message.id, interaction.followup, interaction.expires_at)
         except discord.HTTPException as exc:
             log.error("could not post the job message for %s: %s", name, exc)
-            self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+            self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
             await reply(interaction, "⚠️ I couldn't post in this channel. Check my permissions here.")
             return
         origin = Origin(
@@ -311,14 +361,15 @@ class Submitter:
             upload_limit=interaction.filesize_limit,
             spoiler=spoiler,
             reroll_of=reroll_of,
+            private=private,
         )
         try:
-            manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.bot.signer)
+            manifest = build_manifest(spec, name, origin, namespace=namespace, signer=self.signer)
             job = await self.jobs.create(manifest)
         except (ApiException, OSError, TimeoutError) as exc:
             detail = exc.reason if isinstance(exc, ApiException) else type(exc).__name__
             log.error("creating ImageJob %s/%s failed: %s", namespace, name, exc)
-            self.bot.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
+            self.metrics.interactions.labels(kind="command", name=command, outcome="error").inc()
             try:
                 await interaction.followup.edit_message(
                     message.id, content=f"❌ **Could not submit** — the render queue refused it ({detail}).",
@@ -328,15 +379,16 @@ class Submitter:
             except discord.HTTPException:
                 pass
             return
-        self.bot.metrics.jobs_created.inc()
-        self.bot.metrics.interactions.labels(kind="command", name=command, outcome="created").inc()
+        self.metrics.jobs_created.inc()
+        self.metrics.interactions.labels(kind="command", name=command, outcome="created").inc()
         log.info("[%s] created for user %s in channel %s (message %s)", job.key, caller.user_id, caller.channel_id,
                  message.id)
         limit = self.settings.bot_max_active_jobs
+        text = f"✅ Queued as `{name}` · {active + 1} of {limit} active job{'s' if limit != 1 else ''}."
+        if private:
+            text += "\n🔒 Private: only you see it here. A result after about 15 minutes comes by DM."
         try:
-            await interaction.edit_original_response(
-                content=f"✅ Queued as `{name}` · {active + 1} of {limit} active job{'s' if limit != 1 else ''}."
-            )
+            await interaction.edit_original_response(content=text)
         except discord.HTTPException as exc:
             log.info("could not confirm %s to the user: %s", name, exc)
 

@@ -15,6 +15,12 @@ Which credential (`MessageUpdater`):
   answers 401/50027 or 404/10015 (a clock skew or an early expiry), the bot
   token edits the same message: `channels/{channel}/messages/{message}`.
 
+A **private** target (an ephemeral job message, `/settings` private replies)
+exists for the interaction token only: Discord has no bot-token route to an
+ephemeral message. Its edits go through the token or not at all; once the
+token is unusable the answer is `NO_TOKEN`, and the caller delivers elsewhere
+(a DM), never in the channel.
+
 Discord answers handled: 401/10015 → switch to the bot token; 404/10008 →
 the message is gone (the caller decides whether to post a new one); 413/40005
 → too large (the caller shrinks the files).
@@ -67,6 +73,8 @@ class Outcome(enum.Enum):
     TOO_LARGE = "too_large"  # an attachment exceeded the upload limit
     FAILED = "failed"  # anything else (permissions, repeated server errors)
     SUPERSEDED = "superseded"  # a newer final state replaced it before it was sent
+    NO_TOKEN = "no_token"  # a private (ephemeral) message whose interaction token is no longer usable
+    CLOSED = "closed"  # the user does not take direct messages from the bot (403/50007)
 
 
 # --------------------------------------------------------------------------- throttle (pure)
@@ -145,6 +153,8 @@ class Target:
     channel_id: int
     message_id: int
     guild_id: int | None = None
+    #: An ephemeral message: only its interaction token reaches it (no bot-token fallback).
+    private: bool = False
 
 
 @dataclass
@@ -280,7 +290,7 @@ class MessageUpdater:
             for waiter in queued.waiters:
                 if not waiter.done():
                     waiter.set_result(outcome)
-            if outcome is Outcome.GONE or (queued.payload.final and outcome is Outcome.SENT):
+            if outcome in (Outcome.GONE, Outcome.NO_TOKEN) or (queued.payload.final and outcome is Outcome.SENT):
                 if outcome is Outcome.SENT:
                     self._finalized[key] = None
                     while len(self._finalized) > 10000:
@@ -314,6 +324,9 @@ class MessageUpdater:
     async def send_edit(self, target: Target, payload: MessagePayload) -> Outcome:
         """Edit the message now (no throttle), choosing the token or the bot token; see the module docstring."""
         use_token = self.token_usable(target.message_id)
+        if target.private and not use_token:
+            self.metrics.edits.labels(route="token", outcome="no_token").inc()
+            return Outcome.NO_TOKEN
         attempt = 0
         while attempt < MAX_ATTEMPTS:
             attempt += 1
@@ -330,10 +343,12 @@ class MessageUpdater:
             except discord.HTTPException as exc:
                 if use_token and (exc.status == 401 or exc.code in (50027, 10015)):
                     # The token died (15 minutes, or a skewed clock): the bot token takes over for good.
-                    log.info("interaction token for message %s no longer works (%s); using the bot token",
-                             target.message_id, exc.code or exc.status)
+                    log.info("interaction token for message %s no longer works (%s); %s", target.message_id,
+                             exc.code or exc.status, "it is private" if target.private else "using the bot token")
                     self._tokens[target.message_id].dead = True
                     self.metrics.edits.labels(route=route, outcome="token_expired").inc()
+                    if target.private:
+                        return Outcome.NO_TOKEN  # an ephemeral message has no bot-token route
                     use_token = False
                     attempt -= 1  # switching credentials is not a failed attempt
                     continue
@@ -393,6 +408,9 @@ class MessageUpdater:
             self._counted(route, "rate_limited")
             log.warning("Discord kept rate limiting a %s request after discord.py's retries", route)
             return Outcome.FAILED
+        if exc.code == 50007:  # "Cannot send messages to this user": their DMs are closed to the bot
+            self._counted(route, "closed")
+            return Outcome.CLOSED
         if exc.status == 404 or exc.code in (10008, 10003):
             self._counted(route, "gone")
             return Outcome.GONE

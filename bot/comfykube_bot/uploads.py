@@ -230,6 +230,8 @@ class Uploads:
         options: ImagineOptions,
         typed: ImagineOptions,
         spec: ImageJobSpec,
+        *,
+        private: bool | None = None,
     ) -> None:
         """`/imagine` with `image` (or `strength`): the flow of the module docstring (already deferred)."""
         image: Attachment | None = options.image
@@ -264,7 +266,7 @@ class Uploads:
             return
         try:
             await submitter.submit(interaction, caller, self.spec_for(spec, key, image_name, options.strength),
-                                   spoiler=options.spoiler, command="imagine")
+                                   spoiler=options.spoiler, command="imagine", private=private)
         finally:
             await asyncio.shield(self._discard_if_unused(submitter, name, key))
 

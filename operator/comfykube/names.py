@@ -33,6 +33,8 @@ ANN_UPLOAD_LIMIT = f"{API_GROUP}/discord-upload-limit"
 ANN_SPOILER = f"{API_GROUP}/discord-spoiler"
 ANN_INTERACTION = f"{API_GROUP}/discord-interaction"
 ANN_REROLL_OF = f"{API_GROUP}/reroll-of"
+#: `true` on jobs whose requester asked for private replies (`/settings`): shown to them only, never in the channel.
+ANN_PRIVATE = f"{API_GROUP}/discord-private"
 #: HMAC the bot puts over the labels and annotations it wrote (see comfykube_bot.signing).
 ANN_SIGNATURE = f"{API_GROUP}/discord-signature"
 
@@ -41,6 +43,7 @@ __all__ = [
     "ANN_DELIVERED",
     "ANN_INTERACTION",
     "ANN_MESSAGE",
+    "ANN_PRIVATE",
     "ANN_REROLL_OF",
     "ANN_SIGNATURE",
     "ANN_SPOILER",

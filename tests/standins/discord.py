@@ -65,6 +65,10 @@ Behaviour worth knowing (all modelled on Discord's documented or observed behavi
   ephemerality); later followups are new messages.
 - A webhook token is unusable until the interaction was acknowledged (404 10015), after its lifetime
   401 50027; a second initial response is 400 40060; after the deadline 404 10062.
+- ``POST /users/@me/channels`` (Create DM, ``{"recipient_id": ...}``) returns the one DM channel
+  (type 1) of that user, the same one their DM interactions come from; an id nobody has is 404 10013. A
+  message to a member whose ``accepts_dms`` is False is 403 50007 ("Cannot send messages to this user").
+  ``dm_channel_id(user_id)`` names that channel for tests.
 """
 
 # Test helpers here take a plain ``timeout`` argument on purpose (the brief's API: wait_response(timeout)).
@@ -148,6 +152,7 @@ ERROR_MESSAGES: dict[int, str] = {
     10003: "Unknown Channel",
     10004: "Unknown Guild",
     10008: "Unknown Message",
+    10013: "Unknown User",
     10015: "Unknown Webhook",
     10062: "Unknown interaction",
     10063: "Unknown application command",
@@ -155,6 +160,7 @@ ERROR_MESSAGES: dict[int, str] = {
     40060: "Interaction has already been acknowledged.",
     50001: "Missing Access",
     50006: "Cannot send an empty message",
+    50007: "Cannot send messages to this user",
     50027: "Invalid Webhook Token",
     50035: "Invalid Form Body",
 }
@@ -200,6 +206,8 @@ class MemberSpec:
     roles: tuple[int, ...] = ()
     bot: bool = False
     nick: str | None = None
+    #: False: the user's privacy settings refuse DMs from the bot (messages there are 403 50007).
+    accepts_dms: bool = True
 
 
 @dataclass
@@ -850,6 +858,7 @@ class FakeDiscord:
         guild = r"(?P<gid>\d+)"
         table: list[tuple[str, str, Handler]] = [
             ("GET", r"/users/@me", self._h_me),
+            ("POST", r"/users/@me/channels", self._h_create_dm),
             ("GET", r"/oauth2/applications/@me", self._h_app_info),
             ("GET", r"/applications/@me", self._h_app_info),
             ("GET", r"/gateway", self._h_gateway),
@@ -1320,6 +1329,42 @@ class FakeDiscord:
         self._require_bot(ctx)
         return self.bot_user_payload()
 
+    def _member_anywhere(self, user_id: int) -> MemberSpec | None:
+        return next((m for g in self.guilds for m in g.members if m.id == user_id), None)
+
+    def _dm_of(self, user_id: int) -> tuple[int, JSON] | None:
+        for cid, channel in self._dm_channels.items():
+            if any(int(r["id"]) == user_id for r in channel.get("recipients") or ()):
+                return cid, channel
+        return None
+
+    def dm_channel_id(self, user_id: int) -> int | None:
+        """The id of the user's DM channel with the bot, once one exists (an interaction or Create DM)."""
+        found = self._dm_of(user_id)
+        return found[0] if found else None
+
+    async def _h_create_dm(self, ctx: _Ctx) -> JSON:
+        # Create DM: one DM channel per user; asking again returns the same one.
+        self._require_bot(ctx)
+        body = ctx.body if isinstance(ctx.body, dict) else {}
+        raw = body.get("recipient_id")
+        if not str(raw or "").isdigit():
+            errors = _FormErrors()
+            errors.add(["recipient_id"], "NUMBER_TYPE_COERCE", f"Value \"{raw}\" is not snowflake.")
+            errors.raise_if_any()
+        uid = int(str(raw))
+        found = self._dm_of(uid)
+        if found is not None:
+            return dict(found[1])
+        member = self._member_anywhere(uid)
+        if member is None:
+            raise DiscordError(404, 10013)
+        cid = uid + 7  # the id DM interactions of this user use (``_resolve_channel``)
+        channel: JSON = {"id": str(cid), "type": 1, "recipients": [self._user_payload(member)],
+                         "last_message_id": None, "flags": 0}
+        self._dm_channels[cid] = channel
+        return dict(channel)
+
     async def _h_app_info(self, ctx: _Ctx) -> JSON:
         self._require_bot(ctx)
         owner = self.guild.members[-1] if self.guilds and self.guild.members else MemberSpec(1, "owner")
@@ -1633,7 +1678,12 @@ class FakeDiscord:
         return [self.message_payload(m) for m in found[:limit]]
 
     async def _h_create_message(self, ctx: _Ctx) -> JSON:
-        guild, _channel = self._known_channel(ctx)
+        guild, channel = self._known_channel(ctx)
+        if guild is None:
+            for recipient in channel.get("recipients") or ():
+                member = self._member_anywhere(int(recipient["id"]))
+                if member is not None and not member.accepts_dms:
+                    raise DiscordError(403, 50007)
         body = ctx.body if isinstance(ctx.body, dict) else {}
         msg = self._create_message(
             int(ctx.match.group("cid")),
