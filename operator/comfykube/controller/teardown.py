@@ -1,7 +1,8 @@
 """What happens when an ImageJob is deleted.
 
-A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt);
-with `spec.output.deleteWithJob` the stored images go too. Both are bounded:
+A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt)
+and its live preview object is deleted; with `spec.output.deleteWithJob` the
+stored images go too. Both are bounded:
 when ComfyUI or MinIO is gone, a few attempts are made, a Warning Event says
 what was left behind, and the finalizer is released anyway. An object stuck
 in Terminating because a backend is down helps nobody.
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfykube.controller.context import OperatorContext
-from comfykube.storage import job_prefix
+from comfykube.storage import job_prefix, preview_key
 from comfykube.types import Phase
 
 ATTEMPTS = 3
@@ -61,6 +62,12 @@ async def on_job_deleted(
                 reason="CleanupFailed",
                 message=f"images under {prefix} were not deleted ({error}); released anyway",
             )
+    elif uid and (status.get("preview") or (not phase.terminal and status.get("submissions"))):
+        # The key is made here, never read from status (status is data anyone may have edited).
+        key = preview_key(meta.get("namespace", ""), meta.get("name", ""), uid)
+        error = await bounded(lambda: ctx.store.delete(key))
+        if error is not None:
+            log.info("could not delete the live preview %s: %s", key, error)
 
 
 async def _cancel(

@@ -32,6 +32,7 @@ from comfykube.storage.base import (
     check_key,
     job_prefix,
     object_key,
+    preview_key,
 )
 from comfykube.storage.local_store import LocalStore
 from comfykube.storage.minio_store import MinioStore
@@ -56,5 +57,6 @@ __all__ = [
     "job_prefix",
     "make_store",
     "object_key",
+    "preview_key",
 ]
 
