@@ -96,6 +96,8 @@ class Deliverer:
         if not job.wants_discord:
             return
         target = self.target(job)
+        # Running jobs with a job message get their live preview polled; anything else stops it.
+        self.bot.previews.follow(job, target if kind != "DELETED" else None)
         if kind == "DELETED":
             if target is not None and not job.terminal and job.key not in self._cancelled_by_owner:
                 self.bot.updater.update(target, render_deleted(job))
@@ -229,6 +231,16 @@ class Deliverer:
         nsfw = facts[1] if facts is not None else False
         caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
         return self.bot.policy.check_model(self.effective_model(job), caller)
+
+    async def preview_allowed(self, job: JobInfo) -> bool:
+        """A running job's live preview may be shown where its result could be (the model rule)."""
+        channel_id = job.channel_id
+        if channel_id is None:
+            return False  # no job message: nothing to show it in
+        facts = await self.channel_facts(channel_id)
+        nsfw = facts[1] if facts is not None else False
+        caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
+        return self.bot.policy.check_model(self.effective_model(job), caller) is None
 
     async def _show(self, job: JobInfo) -> None:
         refusal = await self.admission(job)

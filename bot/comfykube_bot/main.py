@@ -40,6 +40,7 @@ from comfykube_bot.jobs import JobStore
 from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
 from comfykube_bot.policy import Policy
 from comfykube_bot.prefs import PrefsStore
+from comfykube_bot.previews import LivePreviews
 from comfykube_bot.settings import BotSettings
 from comfykube_bot.settings_panel import SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
@@ -97,6 +98,11 @@ class ComfyBot(discord.Client):
         self.derivations = Derivations(self)  # Upscale / Vary / Remix buttons (derive.py)
         self.actions = Actions(self)
         self.deliverer = Deliverer(self, self.holder)
+        # Live previews of running jobs, read from the bucket (previews.py; docs/bot.md "Live previews").
+        self.previews = LivePreviews(
+            self.updater, self.image_source, self.metrics,
+            interval=settings.bot_edit_interval_seconds, allowed=self.deliverer.preview_allowed,
+        )
         self.watch_ready = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_log = RateLimitLogCounter(self.metrics)
@@ -145,6 +151,7 @@ class ComfyBot(discord.Client):
                 await task
         self._tasks.clear()
         await self.deliverer.aclose()
+        await self.previews.aclose()
         await self.updater.aclose()
         await self.checkpoints.stop()
         for name in ("discord.http", "discord.webhook.async_"):
