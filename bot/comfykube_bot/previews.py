@@ -67,6 +67,8 @@ class _Followed:
     target: Target
     task: asyncio.Task[None] | None = None
     digest: str | None = None
+    #: The edit of the newest preview handed to the updater.
+    pending: asyncio.Future[Outcome] | None = None
 
 
 class LivePreviews:
@@ -165,14 +167,25 @@ class LivePreviews:
             render_progress(job),
             files=(FileSpec(PREVIEW_FILENAME, picture, description="live preview (blurred)"),),
         )
-        outcome = await self.updater.update(followed.target, payload)
+        # Not awaited: the edit waits for the message's next slot, while the next look at the
+        # preview keeps its own cadence. A newer preview queued before this one is sent replaces it.
+        future = self.updater.update(followed.target, payload)
+        followed.pending = future
+        future.add_done_callback(lambda done: self._sent(followed, done))
+        return True
+
+    def _sent(self, followed: _Followed, future: asyncio.Future[Outcome]) -> None:
+        if future is not followed.pending or future.cancelled():
+            return  # replaced by a newer preview: that one's edit is counted
+        outcome = future.result()
         if outcome is Outcome.SENT:
             self.metrics.preview_edits.inc()
             self.edit_log.append((self.clock(), followed.target.message_id))
             if len(self.edit_log) > 10000:
                 del self.edit_log[:5000]
-            return True
-        return outcome not in (Outcome.GONE, Outcome.SUPERSEDED)
-
+        elif outcome in (Outcome.GONE, Outcome.SUPERSEDED):
+            # The message is gone, or shows the result: nothing more to preview.
+            if self._followed.get(followed.job.key) is followed:
+                self.stop(followed.job.key)
 
 __all__ = ["PREVIEW_FILENAME", "LivePreviews", "blurred"]
