@@ -13,34 +13,28 @@ import itertools
 import json
 import logging
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kubernetes_asyncio import client
 from PIL import Image
 
-from comfykube.clock import ScaledClock
+from comfykube.clock import Clock
 from comfykube.comfyui import ComfyClient
 from comfykube.comfyui.events import PreviewImage, parse_frame
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.previews import MAX_SIDE, PreviewPublisher
 from comfykube.controller.runner import run_job
-from comfykube.controller.scheduler import Scheduler
 from comfykube.controller.teardown import on_job_deleted
-from comfykube.kube import KubeApi
-from comfykube.settings import DEFAULT_WORKFLOWS_DIR, Settings
+from comfykube.settings import Settings
 from comfykube.storage import MinioStore, preview_key
-from comfykube.workflows import WorkflowLibrary
-from tests.harness import REPO
 from tests.standins.comfyui import FakeComfyUI
 from tests.test_comfyui_client import new_id, txt2img
+from tests.test_runner import SCALE, FlakyKubeApi, make_ctx, never, new_job
+
+__all__ = ["make_ctx"]  # the fixture, shared with test_runner
 
 LOG = logging.getLogger("test")
-IMAGEJOBS = "comfykube.dev/v1alpha1/imagejobs"
-SCALE = 20.0
 JPEG = b"\xff\xd8\xff\xe0" + b"jpeg body"
 
 
@@ -103,23 +97,13 @@ async def test_no_preview_frames_without_a_preview_method(comfyui: FakeComfyUI) 
 # ------------------------------------------------------------------ the operator
 
 
-class RecordingKubeApi(KubeApi):
-    """The real client; remembers every status patch it sent."""
-
-    def __init__(self, api_client: client.ApiClient) -> None:
-        super().__init__(api_client)
-        self.patches: list[dict[str, Any]] = []
-
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.patches.append(dict(status))
-        return await super().patch_status(namespace, name, status)
-
-
 class TimedStore(MinioStore):
     """nanio through the real store; notes when each object was written (clock seconds)."""
 
-    clock: ScaledClock
-    puts: list[tuple[float, str]]
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        super().__init__(settings)
+        self.clock = clock
+        self.puts: list[tuple[float, str]] = []
 
     async def put_verified(self, key: str, path: Path, **kwargs: Any) -> None:
         self.puts.append((self.clock.now(), key))
@@ -127,50 +111,26 @@ class TimedStore(MinioStore):
 
 
 @pytest.fixture
-async def make_ctx(kube_api_inprocess: Any, s3_settings: Settings) -> AsyncIterator[Any]:
-    kube_api_inprocess.register_crd(yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8")))
-    made: list[OperatorContext] = []
+def timed_ctx(make_ctx: Any) -> Any:
+    """test_runner's in-process operator context, its store noting when it writes."""
 
     def make(comfy_url: str, **settings: Any) -> OperatorContext:
-        tuned = s3_settings.model_copy(update={"comfyui_url": comfy_url, "comfyui_poll_interval": 0.5, **settings})
-        api = RecordingKubeApi(client.ApiClient(configuration=client.Configuration(host=kube_api_inprocess.base_url)))
-        clock = ScaledClock(SCALE)
-        store = TimedStore(tuned)
-        store.clock, store.puts = clock, []
-        ctx = OperatorContext(
-            settings=tuned, api=api, store=store, workflows=WorkflowLibrary([DEFAULT_WORKFLOWS_DIR]),
-            scheduler=Scheduler([comfy_url], 4), clock=clock,
-        )
-        made.append(ctx)
+        ctx: OperatorContext = make_ctx(comfy_url, **settings)
+        ctx.store = TimedStore(ctx.settings, ctx.clock)
         return ctx
 
-    yield make
-    for ctx in made:
-        await ctx.close()
-
-
-async def new_job(fake_kube: Any, ctx: OperatorContext, name: str, **spec: Any) -> dict[str, Any]:
-    body = {"prompt": "a red fox", "width": 512, "height": 512, "steps": 20, **spec}
-    fake_kube.create_object(IMAGEJOBS, {"apiVersion": "comfykube.dev/v1alpha1", "kind": "ImageJob",
-                                        "metadata": {"name": name, "namespace": "default"}, "spec": body})
-    job = await ctx.api.get("default", name)
-    assert job is not None
-    return job
-
-
-async def never() -> None:
-    await asyncio.Event().wait()
+    return make
 
 
 async def test_previews_throttled_stored_small_named_once_in_status_and_deleted_at_the_end(
-    make_ctx: Any, kube_api_inprocess: Any, comfyui_factory: Any, tmp_path: Path
+    timed_ctx: Any, kube_api_inprocess: Any, comfyui_factory: Any, tmp_path: Path
 ) -> None:
     # 20 steps over 40 simulated seconds: a frame every 2 s, a store allowed every 6 s.
     fake: FakeComfyUI = await comfyui_factory(exec_seconds=40, time_scale=SCALE, preview_method="taesd")
-    ctx = make_ctx(fake.url, preview_interval_seconds=6.0)
+    ctx = timed_ctx(fake.url, preview_interval_seconds=6.0)
     store: TimedStore = ctx.store  # type: ignore[assignment]
-    api: RecordingKubeApi = ctx.api  # type: ignore[assignment]
-    job = await new_job(kube_api_inprocess, ctx, "fox")
+    api: FlakyKubeApi = ctx.api  # type: ignore[assignment]
+    job = await new_job(kube_api_inprocess, ctx, "fox", width=512, height=512, steps=20)
     key = preview_key("default", "fox", job["metadata"]["uid"])
     task = asyncio.create_task(run_job(ctx, job, never, LOG))
     seen: bytes | None = None
@@ -208,10 +168,10 @@ async def test_previews_throttled_stored_small_named_once_in_status_and_deleted_
     assert await ctx.store.stat(key) is None, "the preview outlived the job"
 
 
-async def test_no_previews_when_the_interval_is_zero(make_ctx: Any, kube_api_inprocess: Any,
+async def test_no_previews_when_the_interval_is_zero(timed_ctx: Any, kube_api_inprocess: Any,
                                                      comfyui_factory: Any) -> None:
     fake: FakeComfyUI = await comfyui_factory(exec_seconds=4, time_scale=SCALE, preview_method="latent2rgb")
-    ctx = make_ctx(fake.url, preview_interval_seconds=0)
+    ctx = timed_ctx(fake.url, preview_interval_seconds=0)
     job = await new_job(kube_api_inprocess, ctx, "dark", steps=4)
     async with asyncio.timeout(30):
         await run_job(ctx, job, never, LOG)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 
 from comfykube.storage import preview_key
+from comfykube.storage.thumbnails import small_jpeg
 from comfykube.types import Phase
 from comfykube_bot.images import ImageSource
 from comfykube_bot.jobs import JobInfo
@@ -43,22 +43,11 @@ PREVIEW_FILENAME = "preview.jpg"
 #: The shown preview: at most this many pixels on a side, blurred so it reads as "not the result".
 MAX_SIDE = 192
 BLUR_RADIUS = 3
-MAX_PIXELS = 4096 * 4096
 
 
-def blurred(data: bytes, max_side: int = MAX_SIDE) -> bytes:
-    """A small, blurred JPEG of the preview. Blocking (Pillow): run it in a thread."""
-    from PIL import Image, ImageFilter
-
-    with Image.open(io.BytesIO(data)) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"a {img.width}x{img.height} preview is too large to decode")
-        frame = img.convert("RGB")
-    frame.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    frame = frame.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
-    out = io.BytesIO()
-    frame.save(out, "JPEG", quality=60)
-    return out.getvalue()
+def blurred(data: bytes) -> bytes:
+    """The small, blurred JPEG shown in the message. Blocking (Pillow): run it in a thread."""
+    return small_jpeg(data, MAX_SIDE, blur_radius=BLUR_RADIUS, quality=60)
 
 
 @dataclass

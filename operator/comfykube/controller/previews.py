@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,31 +31,15 @@ from comfykube.clock import Clock, now_rfc3339
 from comfykube.comfyui.events import PreviewImage
 from comfykube.errors import JobError
 from comfykube.storage import ObjectStore
+from comfykube.storage.thumbnails import small_jpeg
 from comfykube.types import LivePreview
 
 log = logging.getLogger(__name__)
 
 #: Longest side of a stored preview: enough for a chat thumbnail, a few KB per write.
 MAX_SIDE = 256
-QUALITY = 70
-#: A preview frame with more pixels than this is not decoded (ComfyUI caps them at 512 px).
-MAX_PIXELS = 4096 * 4096
 #: Seconds the deletion at the end may take before it is left to the bucket's lifecycle.
 DELETE_TIMEOUT = 10.0
-
-
-def shrink(data: bytes, max_side: int = MAX_SIDE) -> bytes:
-    """A JPEG of the frame, at most `max_side` px on its longest side. Blocking: run it in a thread."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ValueError(f"a {img.width}x{img.height} preview is too large to decode")
-        frame = img.convert("RGB")
-    frame.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    frame.save(out, "JPEG", quality=QUALITY)
-    return out.getvalue()
 
 
 class PreviewPublisher:
@@ -115,7 +98,7 @@ class PreviewPublisher:
 
     async def _publish(self, frame: PreviewImage) -> None:
         try:
-            data = await asyncio.to_thread(shrink, frame.data)
+            data = await asyncio.to_thread(small_jpeg, frame.data, MAX_SIDE)
         except Exception as exc:  # Pillow raises many kinds for bytes it cannot read
             log.info("preview frame for %s not usable: %s", self.key, exc)
             return
@@ -153,4 +136,4 @@ class PreviewPublisher:
                 log.info("could not delete the preview %s: %s", self.key, exc)
 
 
-__all__ = ["MAX_SIDE", "PreviewPublisher", "shrink"]
+__all__ = ["MAX_SIDE", "PreviewPublisher"]

@@ -85,7 +85,8 @@ async def run_job(
         # Goes out with the first status write (one write less per job in a burst).
         writer.stage({"start_time": start_time})
 
-    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log))
+    previews = _previews(ctx, job, writer)
+    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log, previews))
     stop = asyncio.ensure_future(stopped())
     try:
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -101,26 +102,10 @@ async def run_job(
             await work
         except (asyncio.CancelledError, ObjectGone):
             pass
-
-
-async def _attempts(
-    ctx: OperatorContext,
-    spec: ImageJobSpec,
-    job: JobIdentity,
-    body: dict[str, Any],
-    writer: StatusWriter,
-    deadline_at: float,
-    start_time: str,
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> None:
-    """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
-    previews = _previews(ctx, job, writer)
-    try:
-        await _attempts_with(ctx, spec, job, body, writer, deadline_at, start_time, log, previews)
-    finally:
-        if previews is not None:
-            # Gone with the job's end; an operator that stops leaves it for the next one to overwrite.
-            await previews.close(delete=writer.phase.terminal)
+        finally:
+            if previews is not None:
+                # Gone with the job's end; an operator that stops leaves it for the next one to overwrite.
+                await previews.close(delete=writer.phase.terminal)
 
 
 def _previews(ctx: OperatorContext, job: JobIdentity, writer: StatusWriter) -> PreviewPublisher | None:
@@ -139,7 +124,7 @@ def _previews(ctx: OperatorContext, job: JobIdentity, writer: StatusWriter) -> P
     )
 
 
-async def _attempts_with(
+async def _attempts(
     ctx: OperatorContext,
     spec: ImageJobSpec,
     job: JobIdentity,
@@ -148,8 +133,9 @@ async def _attempts_with(
     deadline_at: float,
     start_time: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    previews: PreviewPublisher | None,
+    previews: PreviewPublisher | None = None,
 ) -> None:
+    """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
     meta = body.get("metadata", {})
     requester = (meta.get("labels") or {}).get(LABEL_REQUESTER, "")
     created = parse_time(meta.get("creationTimestamp")) or 0.0
