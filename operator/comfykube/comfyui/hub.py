@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from urllib.parse import urlencode
@@ -166,7 +167,7 @@ class EventHub:
         if isinstance(event, PreviewImage) and event.prompt_id is None:
             if self._executing is None:
                 return
-            event = PreviewImage(self._executing, data=event.data, content_type=event.content_type, node=event.node)
+            event = dataclasses.replace(event, prompt_id=self._executing)
         if event.prompt_id is None:
             return
         for watch in tuple(self._watches.get(event.prompt_id, ())):
