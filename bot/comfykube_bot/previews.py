@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
@@ -71,17 +70,13 @@ class LivePreviews:
         *,
         interval: float,
         allowed: Callable[[JobInfo], Awaitable[bool]] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.updater = updater
         self.source = source
         self.metrics = metrics
         self.interval = interval
         self.allowed = allowed
-        self.clock = clock
         self._followed: dict[str, _Followed] = {}
-        #: (when it was sent, message id) of each edit that showed a new preview: for tests and the bench.
-        self.edit_log: list[tuple[float, int]] = []
 
     def follow(self, job: JobInfo, target: Target | None) -> None:
         """Called with every state of a job: starts, updates or stops following its preview."""
@@ -124,8 +119,7 @@ class LivePreviews:
                 await asyncio.Event().wait()  # stay registered (so it is not re-checked) until stopped
             while True:
                 await asyncio.sleep(self._period(followed.job))
-                if not await self._show(followed):
-                    return
+                await self._show(followed)
         except asyncio.CancelledError:
             raise
         except Exception:  # a preview must never disturb the job message's other edits
@@ -134,23 +128,23 @@ class LivePreviews:
             if self._followed.get(followed.job.key) is followed:
                 del self._followed[followed.job.key]
 
-    async def _show(self, followed: _Followed) -> bool:
-        """One look at the preview object; False when following should stop."""
+    async def _show(self, followed: _Followed) -> None:
+        """One look at the preview object; a new one goes to the updater."""
         job = followed.job
         key = preview_key(job.namespace, job.name, job.uid)
         try:
             data = await self.source.fetch(key)
         except (OSError, ValueError) as exc:  # not written yet, or deleted as the job ended
             log.debug("[%s] no preview to show: %s", job.key, exc)
-            return True
+            return
         digest = hashlib.sha256(data).hexdigest()
         if digest == followed.digest:
-            return True
+            return
         try:
             picture = await asyncio.to_thread(blurred, data)
         except Exception as exc:  # Pillow raises many kinds for bytes it cannot read
             log.info("[%s] preview not usable: %s", job.key, exc)
-            return True
+            return
         followed.digest = digest
         payload = dc_replace(
             render_progress(job),
@@ -161,7 +155,6 @@ class LivePreviews:
         future = self.updater.update(followed.target, payload)
         followed.pending = future
         future.add_done_callback(lambda done: self._sent(followed, done))
-        return True
 
     def _sent(self, followed: _Followed, future: asyncio.Future[Outcome]) -> None:
         if future is not followed.pending or future.cancelled():
@@ -169,12 +162,10 @@ class LivePreviews:
         outcome = future.result()
         if outcome is Outcome.SENT:
             self.metrics.preview_edits.inc()
-            self.edit_log.append((self.clock(), followed.target.message_id))
-            if len(self.edit_log) > 10000:
-                del self.edit_log[:5000]
         elif outcome in (Outcome.GONE, Outcome.SUPERSEDED):
             # The message is gone, or shows the result: nothing more to preview.
             if self._followed.get(followed.job.key) is followed:
                 self.stop(followed.job.key)
+
 
 __all__ = ["PREVIEW_FILENAME", "LivePreviews", "blurred"]
