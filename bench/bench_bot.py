@@ -15,7 +15,12 @@ Figures:
    and how many progress states were coalesced away;
 3. a 4-image job (four 512×512 PNGs in nanio) from "Succeeded" written to the 2×2 grid posted in
    Discord (read four originals, check their sha256, compose with Pillow in a thread, upload), p50/p99
-   over G jobs (target p50 ≤ 300 ms on loopback). `--only-grid` runs only this one.
+   over G jobs (target p50 ≤ 300 ms on loopback). `--only-grid` runs only this one;
+4. live previews: M jobs running at once, a progress write per job every 100 ms and each preview object
+   in nanio overwritten every 500 ms (four times the operator's default rate): preview edits per job
+   message per edit interval (must stay ≤ 1), the smallest gap between two edits of one message (the
+   bot's send clock, and as the fake Discord received them), and preview bytes uploaded.
+   `--only-previews` runs only this one.
 """
 
 from __future__ import annotations
@@ -56,10 +61,13 @@ async def run(args: argparse.Namespace) -> None:
         async with bot_world(workdir, core, fake=FakeDiscord()) as world, world.running(
             bot_max_active_jobs=100, bot_queue_cap=10_000, bot_edit_interval_seconds=args.interval,
         ) as bot:
-            if not args.only_grid:
+            if not (args.only_grid or args.only_previews):
                 await deferral_latency(world.fake, args.interactions)
                 await edits_under_load(world, bot, args)
-            await grid_latency(world, bot, args.grids, args.interval)
+            if not args.only_previews:
+                await grid_latency(world, bot, args.grids, args.interval)
+            if not args.only_grid:
+                await previews_under_load(world, bot, args)
     finally:
         await comfy.stop()
         nanio.stop()
@@ -180,6 +188,73 @@ async def grid_latency(world: Any, bot: ComfyBot, count: int, interval: float) -
           f"max {max(latencies):.0f} ms   (target p50 ≤ 300 ms)")
 
 
+async def previews_under_load(world: Any, bot: ComfyBot, args: argparse.Namespace) -> None:
+    import hashlib
+
+    from comfykube.storage import preview_key
+    from comfykube_bot.previews import PREVIEW_FILENAME
+
+    fake = world.fake
+    names: list[str] = []
+    for i in range(args.jobs):
+        handle = await fake.slash_command("imagine", {"prompt": f"preview {i}"}, user_id=1_900_000_000_000_000_000 + i)
+        await handle.wait_response()
+        names.append(f"ij-{handle.id}")
+    while any(world.job(n) is None or "comfykube.dev/discord-message" not in (
+        world.job(n)["metadata"].get("annotations") or {}
+    ) for n in names):
+        await asyncio.sleep(0.05)
+    jobs = {n: world.job(n) for n in names}
+    messages = {n: int(j["metadata"]["annotations"]["comfykube.dev/discord-message"]) for n, j in jobs.items()}
+    keys = {n: preview_key(j["metadata"]["namespace"], n, j["metadata"]["uid"]) for n, j in jobs.items()}
+    frames = [noise_png(256, 1000 + k) for k in range(8)]  # what a 256 px preview JPEG weighs, roughly
+    await world.store.ensure_ready()
+    start_requests = len(fake.requests)
+    for n in names:
+        world.patch_status(n, phase="Running", progress={"value": 0, "max": 100},
+                           preview={"key": keys[n], "intervalSeconds": 0.1})
+    steps = int(args.seconds / 0.1)
+    begin = time.monotonic()
+    path = Path(tempfile.mkdtemp(prefix="bench-preview-")) / "p.png"
+    for step in range(1, steps + 1):
+        if step % 5 == 1:  # a new preview every 0.5 s: four times the operator's default rate
+            data = frames[step % len(frames)]
+            path.write_bytes(data)
+            digest = hashlib.sha256(data).hexdigest()
+            await asyncio.gather(*(world.store.put_verified(keys[n], path, size=len(data), sha256=digest,
+                                                            content_type="image/png") for n in names))
+        for n in names:
+            world.patch_status(n, progress={"value": step, "max": steps})
+        await asyncio.sleep(max(0.0, begin + step * 0.1 - time.monotonic()))
+    elapsed = time.monotonic() - begin
+    await asyncio.sleep(args.interval + 0.5)
+    for n in names:
+        world.patch_status(n, phase="Failed", reason="Cancelled", message="bench over")
+    times: dict[int, list[float]] = defaultdict(list)
+    uploaded = 0
+    for rec in fake.requests[start_requests:]:
+        previews = [f for f in rec.files if f.filename == PREVIEW_FILENAME]
+        if rec.method == "PATCH" and rec.status == 200 and previews:
+            times[int(rec.path.rsplit("/", 1)[-1])].append(rec.at)
+            uploaded += sum(len(f.data) for f in previews)
+    per_message = [len(times[m]) for m in messages.values()]
+    per_interval = [count / (elapsed / args.interval) for count in per_message]
+    gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(ts)]
+    sent: dict[int, list[float]] = defaultdict(list)
+    for at, mid, _route in bot.updater.edit_log:
+        if mid in times:
+            sent[mid].append(at)
+    send_gaps = [b - a for ts in sent.values() for a, b in itertools.pairwise(ts)]
+    print(f"4. live previews: {args.jobs} jobs for {elapsed:.1f} s, a new preview every 0.5 s and a progress write "
+          f"every 0.1 s per job, edit interval {args.interval:g} s:")
+    print(f"   preview edits per message: min {min(per_message)}  median {statistics.median(per_message):g}  "
+          f"max {max(per_message)};  per edit interval: max {max(per_interval):.2f} (must stay ≤ 1)")
+    print(f"   smallest gap between two edits of one message: {min(send_gaps):.2f} s sent, "
+          f"{min(gaps) if gaps else float('nan'):.2f} s received (preview edits)   "
+          f"preview bytes uploaded to Discord: {uploaded / 1e3:.0f} kB   "
+          f"metric comfykube_bot_preview_edits_total: {int(bot.metrics.preview_edits._value.get())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--interactions", type=int, default=200)
@@ -188,6 +263,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--grids", type=int, default=20)
     parser.add_argument("--only-grid", action="store_true", help="run only the grid figure (3)")
+    parser.add_argument("--only-previews", action="store_true", help="run only the live-preview figure (4)")
     args = parser.parse_args()
     asyncio.run(run(args))
 

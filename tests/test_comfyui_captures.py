@@ -25,6 +25,7 @@ from comfykube.comfyui.events import (
     ExecutionInterrupted,
     ExecutionSuccess,
     OtherEvent,
+    PreviewImage,
     ProgressEvent,
     StatusEvent,
     parse_frame,
@@ -102,9 +103,17 @@ def test_frames_of_two_prompts_on_one_socket_carry_their_own_ids() -> None:
     assert len(ids) == 2
 
 
-def test_binary_and_garbage_frames_are_ignored() -> None:
-    preview = (1).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"\x89PNG\r\n\x1a\n"
-    assert parse_frame(preview) is None
+def test_preview_frames_are_parsed_and_garbage_is_ignored() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"rest"
+    preview = parse_frame((1).to_bytes(4, "big") + (2).to_bytes(4, "big") + png)
+    assert isinstance(preview, PreviewImage)
+    assert (preview.prompt_id, preview.content_type, preview.data) == (None, "image/png", png)
+    # Binary frames that are no preview picture stay ignored: another type, a wrong format word,
+    # bytes that are not the announced format, a frame too short for its header.
+    assert parse_frame((3).to_bytes(4, "big") + (2).to_bytes(4, "big") + b"text") is None
+    assert parse_frame((1).to_bytes(4, "big") + (7).to_bytes(4, "big") + png) is None
+    assert parse_frame((1).to_bytes(4, "big") + (1).to_bytes(4, "big") + png) is None
+    assert parse_frame(b"\x00\x00\x00\x01") is None
     assert parse_frame("not json") is None
     assert parse_frame("[1, 2]") is None
     assert parse_frame('{"data": {}}') is None

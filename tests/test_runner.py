@@ -40,8 +40,11 @@ class FlakyKubeApi(KubeApi):
         self.refuse_terminal = False
         self.refused = 0
         self.events: list[tuple[str, str, str]] = []
+        #: Every status patch sent, as sent.
+        self.patches: list[dict[str, Any]] = []
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(dict(status))
         if self.refuse_terminal and status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
             self.refused += 1
             raise ApiException(status=500, reason="etcdserver: request timed out")

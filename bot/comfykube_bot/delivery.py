@@ -48,6 +48,7 @@ from comfykube_bot.images import DEFAULT_UPLOAD_LIMIT, ImageSource, prepare_imag
 from comfykube_bot.jobs import JobInfo, JobStore
 from comfykube_bot.metrics import BotMetrics
 from comfykube_bot.policy import Caller, Policy, Refusal
+from comfykube_bot.previews import LivePreviews
 from comfykube_bot.render import (
     MessagePayload,
     final_marker,
@@ -84,6 +85,7 @@ class Deliverer:
         workflows: WorkflowLibrary,
         image_source: ImageSource,
         metrics: BotMetrics,
+        previews: LivePreviews,
     ) -> None:
         self.client = client
         self.holder = holder
@@ -93,6 +95,7 @@ class Deliverer:
         self.workflows = workflows
         self.image_source = image_source
         self.metrics = metrics
+        self.previews = previews  # live previews of running jobs (previews.py)
         self._inflight: set[str] = set()
         self._cancelled_by_owner: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +126,8 @@ class Deliverer:
         if not job.wants_discord:
             return
         target = self.target(job)
+        # Running jobs with a job message get their live preview polled; anything else stops it.
+        self.previews.follow(job, target if kind != "DELETED" else None)
         if kind == "DELETED":
             if target is not None and not job.terminal and job.key not in self._cancelled_by_owner:
                 self.updater.update(target, render_deleted(job))
@@ -256,6 +261,16 @@ class Deliverer:
         nsfw = facts[1] if facts is not None else False
         caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
         return self.policy.check_model(self.effective_model(job), caller)
+
+    async def preview_allowed(self, job: JobInfo) -> bool:
+        """A running job's live preview may be shown where its result could be (the model rule)."""
+        channel_id = job.channel_id
+        if channel_id is None:
+            return False  # no job message: nothing to show it in
+        facts = await self.channel_facts(channel_id)
+        nsfw = facts[1] if facts is not None else False
+        caller = Caller(user_id=job.requester or 0, guild_id=job.guild_id, channel_id=channel_id, channel_nsfw=nsfw)
+        return self.policy.check_model(self.effective_model(job), caller) is None
 
     async def _show(self, job: JobInfo) -> None:
         refusal = await self.admission(job)

@@ -45,6 +45,7 @@ from comfykube_bot.metrics import BotMetrics, RateLimitLogCounter
 from comfykube_bot.modals import submitted_values
 from comfykube_bot.policy import Policy
 from comfykube_bot.prefs import PrefsStore
+from comfykube_bot.previews import LivePreviews
 from comfykube_bot.settings import BotSettings
 from comfykube_bot.settings_panel import NEGATIVE_MODAL_ID, SettingItem, SettingsPanel
 from comfykube_bot.signing import Signer
@@ -103,6 +104,12 @@ class ComfyBot(discord.Client):
         self.actions: Actions
         self.derivations: Derivations  # Upscale / Vary / Remix buttons (derive.py)
         self.settings_panel: SettingsPanel
+        # Live previews of running jobs, read from the bucket (previews.py; docs/bot.md "Live previews").
+        # Whether one may be shown is the deliverer's model rule, looked up when asked (it is wired later).
+        self.previews = LivePreviews(
+            self.updater, self.image_source, self.metrics,
+            interval=settings.bot_edit_interval_seconds, allowed=lambda job: self.deliverer.preview_allowed(job),
+        )
         self.watch_ready = False
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_log = RateLimitLogCounter(self.metrics)
@@ -122,7 +129,7 @@ class ComfyBot(discord.Client):
         )
         self.deliverer = Deliverer(
             self, holder=self.holder, jobs=jobs, policy=self.policy, updater=self.updater, workflows=self.workflows,
-            image_source=self.image_source, metrics=metrics,
+            image_source=self.image_source, metrics=metrics, previews=self.previews,
         )
         self.actions = Actions(
             self, core=self.core, jobs=jobs, policy=self.policy, submitter=self.submitter, deliverer=self.deliverer,
@@ -182,6 +189,7 @@ class ComfyBot(discord.Client):
         self._tasks.clear()
         if self._jobs is not None:  # wired (a bot that never connected has no deliveries)
             await self.deliverer.aclose()
+        await self.previews.aclose()
         await self.updater.aclose()
         await self.checkpoints.stop()
         for name in ("discord.http", "discord.webhook.async_"):

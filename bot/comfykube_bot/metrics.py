@@ -48,6 +48,11 @@ class BotMetrics:
         self.coalesced = Counter(
             "comfykube_bot_edits_coalesced_total", "Job states replaced by a newer one before being sent.", registry=r
         )
+        self.preview_edits = Counter(
+            "comfykube_bot_preview_edits_total",
+            "Job message edits that showed a new live preview (at most one per message per edit interval).",
+            registry=r,
+        )
         self.posts = Counter(
             "comfykube_bot_messages_posted_total", "New messages posted with the bot token, by outcome.", ["outcome"],
             registry=r,

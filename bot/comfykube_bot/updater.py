@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import io
@@ -251,6 +252,10 @@ class MessageUpdater:
         if queued is not None and not payload.final and queued.payload.final:
             future.set_result(Outcome.SUPERSEDED)
             return future
+        if queued is not None and payload.files is None and queued.payload.files is not None and not payload.final:
+            # `files=None` means "leave the attachments as they are", and they would have been the
+            # replaced state's: keep its files (a live preview followed by a progress edit keeps it).
+            payload = dataclasses.replace(payload, files=queued.payload.files)
         if queued is not None:
             # Waiters of the replaced state learn the outcome of the state that replaced it,
             # except a replaced final state: its caller must know it was not what got sent.

@@ -45,3 +45,10 @@ BACKEND_QUEUE = Gauge(
 BACKEND_INFLIGHT = Gauge(
     "comfykube_backend_inflight_jobs", "Jobs this operator has in flight on the backend.", ["backend"]
 )
+PREVIEW_FRAMES = Counter(
+    "comfykube_preview_frames_total", "Live preview frames received from ComfyUI (most are only kept, not stored)."
+)
+PREVIEWS_STORED = Counter(
+    "comfykube_previews_stored_total", "Live previews written to the bucket (at most one per job per interval).",
+    ["outcome"],
+)

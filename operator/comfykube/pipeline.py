@@ -26,7 +26,7 @@ from comfykube import metrics, tempfiles
 from comfykube.checkpoint_rules import CheckpointRules
 from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
-from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
+from comfykube.comfyui.models import DownloadedImage, HistoryEntry, PreviewCallback, ProgressUpdate, PromptPhase
 from comfykube.errors import (
     DeadlineExceeded,
     DownloadFailed,
@@ -246,6 +246,7 @@ class Pipeline:
         deadline_at: float | None = None,
         resolved_jobs: Mapping[str, str] | None = None,
         local_images: Mapping[str, Path] | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> ImageJobStatus:
         """Run the job to a Succeeded status, or raise a JobError.
 
@@ -254,6 +255,8 @@ class Pipeline:
         shutdown) leaves the prompt running so a new process can attach to it.
         `resolved_jobs` gives the object key of each `fromJob` image (the operator
         reads it from the other ImageJob); `local_images` adds images from files (CLI).
+        `on_preview` gets ComfyUI's live preview frames while the prompt runs (the caller
+        decides what to keep: the operator stores one per interval, see controller/previews.py).
         """
         resume = resume or ResumeState()
         started = now_rfc3339(self.clock)
@@ -292,7 +295,8 @@ class Pipeline:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
             try:
                 entry, submissions = await self._submit_or_attach(
-                    rendered, job, submissions, event, report, deadline_at, before_submit=staged.graph
+                    rendered, job, submissions, event, report, deadline_at, before_submit=staged.graph,
+                    on_preview=on_preview,
                 )
             except DeadlineExceeded:
                 await self.comfy.cancel(job.prompt_id)
@@ -355,6 +359,7 @@ class Pipeline:
         deadline_at: float | None,
         *,
         before_submit: Callable[[RenderedWorkflow], Awaitable[RenderedWorkflow]] | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> tuple[HistoryEntry, int]:
         """Attach to a prompt ComfyUI knows, or submit (again, at most once after a loss).
 
@@ -423,6 +428,7 @@ class Pipeline:
                         watch,
                         pid,
                         on_progress=on_progress,
+                        on_preview=on_preview,
                         deadline_at=deadline_at,
                         lost_polls=self.lost_polls,
                         poll_interval=self.poll_interval,

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     max_inflight_per_backend: int = Field(
         default=4, ge=1, description="Jobs submitted and not yet stored, per ComfyUI backend (keeps its queue fed)."
     )
+    preview_interval_seconds: float = Field(
+        default=2.0, ge=0, le=3600,
+        description=(
+            "Store a running job's latest live preview (a small JPEG beside its images) at most this often; "
+            "0: no previews. ComfyUI sends previews only with --preview-method other than none."
+        ),
+    )
     maintenance_interval_seconds: float = Field(
         default=10.0, gt=0, description="How often finished jobs are checked for TTL and URL refresh."
     )

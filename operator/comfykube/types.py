@@ -352,6 +352,19 @@ class StoredImage(_Model):
     )
 
 
+class LivePreview(_Model):
+    """Where the latest live preview of a running job is (written once, when the first is stored).
+
+    The object itself is overwritten at most once per `intervalSeconds` while the job
+    runs and deleted when it ends; status carries no URL (a presigned URL in status is
+    a credential copied to everyone who can read the object).
+    """
+
+    key: str = Field(max_length=1024, description="Object key of the preview (a small JPEG) in the bucket.")
+    interval_seconds: float = Field(gt=0, le=3600, description="The object is replaced at most this often.")
+    started_at: str | None = Field(default=None, description="When the first preview was stored (RFC 3339).")
+
+
 class Condition(_Model):
     """A standard Kubernetes condition (metav1.Condition)."""
 
@@ -381,6 +394,9 @@ class ImageJobStatus(_Model):
         default=None, description="Steps done/total for `kubectl get`, e.g. 12/20 (mirrors progress)."
     )
     queue_position: int | None = Field(default=None, ge=0, description="Prompts ahead in ComfyUI's queue.")
+    preview: LivePreview | None = Field(
+        default=None, description="The live preview while the job runs (removed when it ends)."
+    )
     # Every stored output (pictures, animations, videos, sounds), each with its kind and
     # content type; the bound also keeps the CRD's lists finite.
     images: list[StoredImage] = Field(

@@ -77,6 +77,10 @@ IMAGE_MODES: tuple[str, ...] = (
     "wrong_size",
 )
 WS_MODES: tuple[str, ...] = ("ok", "silent", "drop")
+#: ComfyUI's `--preview-method` choices; `none` (its default) sends no preview frames.
+PREVIEW_METHODS: tuple[str, ...] = ("none", "auto", "latent2rgb", "taesd")
+#: ComfyUI's `--preview-size` default: previews are at most this many pixels on a side.
+PREVIEW_SIZE = 512
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Private, ancillary, safe-to-copy chunk type: decoders must skip it, so padding never
@@ -149,6 +153,11 @@ class StandinConfig:
     view_bytes_per_second: float = 0.0
     #: Extra simulated seconds per executed node of a class, e.g. {"CheckpointLoaderSimple": 4.7}.
     node_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: `--preview-method`: other than "none", KSampler sends a JPEG preview frame after every step
+    #: (type 4 with metadata to a socket that announced `supports_preview_metadata`, else type 1).
+    preview_method: str = "none"
+    #: False: answer like a ComfyUI from before metadata previews (type 1 frames even when asked for 4).
+    preview_metadata: bool = True
 
     def __setattr__(self, name: str, value: Any) -> None:
         value = _coerce_config_value(name, value)
@@ -173,6 +182,8 @@ def _coerce_config_value(name: str, value: Any) -> Any:
         raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {value!r}")
     if name in ("ws_mode",) and value not in WS_MODES:
         raise ValueError(f"ws_mode must be one of {WS_MODES}, got {value!r}")
+    if name == "preview_method" and value not in PREVIEW_METHODS:
+        raise ValueError(f"preview_method must be one of {PREVIEW_METHODS}, got {value!r}")
     if name == "time_scale":
         value = float(value)
         if value <= 0:
@@ -805,8 +816,10 @@ class FakeComfyUI:
         time_scale: float = 1.0,
         checkpoints: tuple[str, ...] | list[str] = DEFAULT_CHECKPOINTS,
         output_dir: str | os.PathLike[str] | None = None,
+        preview_method: str = "none",
     ) -> None:
-        self.config = StandinConfig(exec_seconds=exec_seconds, time_scale=time_scale, checkpoints=list(checkpoints))
+        self.config = StandinConfig(exec_seconds=exec_seconds, time_scale=time_scale, checkpoints=list(checkpoints),
+                                    preview_method=preview_method)
         self._own_base = Path(tempfile.mkdtemp(prefix="comfyui-standin-"))
         self.output_dir = Path(output_dir).resolve() if output_dir is not None else self._own_base / "output"
         self.input_dir = self._own_base / "input"
@@ -836,6 +849,10 @@ class FakeComfyUI:
         self._sockets: dict[str, web.WebSocketResponse] = {}
         self._socket_requests: dict[web.WebSocketResponse, web.Request] = {}
         self._socket_frames: dict[web.WebSocketResponse, int] = {}
+        #: Sockets whose first frame announced `supports_preview_metadata`.
+        self._metadata_sockets: set[web.WebSocketResponse] = set()
+        #: Preview frames sent, by binary event type (1 or 4).
+        self._previews_sent: Counter[int] = Counter()
         # statistics for tests (kept across restart())
         self._submissions: Counter[str] = Counter()
         self._prompt_records: list[dict[str, Any]] = []
@@ -1018,6 +1035,7 @@ class FakeComfyUI:
             "rejected": self._rejected,
             "uploads": list(self._uploads),
             "restarts": self._restarts,
+            "previews_sent": {str(kind): count for kind, count in self._previews_sent.items()},
             "queue_remaining": self._queue_remaining(),
             # A list like ComfyUI's queue_running (empty when idle).
             "running": [self._running.prompt_id] if self._running else [],
@@ -1523,6 +1541,9 @@ class FakeComfyUI:
                 except ValueError:
                     data = None
                 if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
+                    flags = data.get("data")
+                    if isinstance(flags, dict) and flags.get("supports_preview_metadata") is True:
+                        self._metadata_sockets.add(ws)
                     await self._send_to(ws, "feature_flags", dict(SERVER_FEATURES))
                 first_message = False
         finally:
@@ -1530,6 +1551,7 @@ class FakeComfyUI:
                 del self._sockets[sid]
             self._socket_requests.pop(ws, None)
             self._socket_frames.pop(ws, None)
+            self._metadata_sockets.discard(ws)
         return ws
 
     async def _send(self, event: str, data: dict[str, Any], sid: str | None) -> None:
@@ -1557,6 +1579,40 @@ class FakeComfyUI:
             request = self._socket_requests.get(ws)
             if request is not None and request.transport is not None:
                 request.transport.abort()
+
+    async def _send_preview(self, sid: str | None, prompt_id: str, node: str, image: bytes) -> None:
+        """A preview frame to the submitting socket, as ComfyUI's progress hook sends it."""
+        ws = self._sockets.get(sid) if sid is not None else None
+        if ws is None or ws.closed or self.config.ws_mode == "silent":
+            return
+        if ws in self._metadata_sockets and self.config.preview_metadata:
+            # PREVIEW_IMAGE_WITH_METADATA: [u32 4][u32 length][JSON metadata][image] (comfy_execution/progress.py)
+            meta = json.dumps({"node_id": node, "prompt_id": prompt_id, "display_node_id": node,
+                               "parent_node_id": None, "real_node_id": node, "image_type": "image/jpeg"}).encode()
+            kind, frame = 4, struct.pack(">II", 4, len(meta)) + meta + image
+        else:
+            # PREVIEW_IMAGE: [u32 1][u32 format, 1 = JPEG][image] (server.py send_image)
+            kind, frame = 1, struct.pack(">II", 1, 1) + image
+        try:
+            await ws.send_bytes(frame)
+        except (ConnectionError, RuntimeError) as ex:
+            log.debug("ws send failed: %s", ex)
+            return
+        self._previews_sent[kind] += 1
+
+    def _preview_image(self, latent: ImageBatch, colour: int, step: int, steps: int) -> bytes:
+        """A JPEG that turns from grey to the final colour as the steps go (latent2rgb: 1/8 size)."""
+        from PIL import Image
+
+        scale = 8 if self.config.preview_method == "latent2rgb" else 1
+        width, height = max(1, latent.width // scale), max(1, latent.height // scale)
+        factor = min(1.0, PREVIEW_SIZE / max(width, height))
+        size = (max(1, int(width * factor)), max(1, int(height * factor)))
+        mix = step / max(1, steps)
+        rgb = tuple(int(0x7F + (((colour >> shift) & 0xFF) - 0x7F) * mix) for shift in (16, 8, 0))
+        out = io.BytesIO()
+        Image.new("RGB", size, rgb).save(out, "JPEG", quality=80)
+        return out.getvalue()
 
     # ---- execution ------------------------------------------------------------------------
 
@@ -1792,6 +1848,9 @@ class FakeComfyUI:
                 await progress_state(uid, "running", step, steps)
                 await self._send("progress", {"value": step, "max": steps, "prompt_id": item.prompt_id,
                                               "node": uid}, item.extra_data.get("client_id"))
+                if self.config.preview_method != "none":
+                    preview = self._preview_image(latent, seed_colour(int(inputs["seed"])), step, steps)
+                    await self._send_preview(item.extra_data.get("client_id"), item.prompt_id, uid, preview)
             seed = int(inputs["seed"])
             colours = [seed_colour(seed + i) for i in range(len(latent.colours))]
             return (ImageBatch(latent.width, latent.height, colours, latent=True),), None
@@ -2234,6 +2293,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS), help="comma-separated names")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--pad-bytes", type=int, default=0)
+    parser.add_argument("--preview-method", default="none", choices=PREVIEW_METHODS,
+                        help="as ComfyUI's: other than none, KSampler sends a preview frame per step")
     parser.add_argument("--log-level", default="WARNING")
     return parser.parse_args(argv)
 
@@ -2244,6 +2305,7 @@ async def _serve(args: argparse.Namespace) -> None:
         time_scale=args.time_scale,
         checkpoints=[c for c in args.checkpoints.split(",") if c],
         output_dir=args.output_dir,
+        preview_method=args.preview_method,
     )
     fake.config.pad_bytes = args.pad_bytes
     await fake.start(args.host, args.port)

@@ -48,7 +48,7 @@ async def comfyui_factory(
     after start. Each gets its own output directory unless ``output_dir`` is given.
     """
     started: list[FakeComfyUI] = []
-    ctor_args = {"exec_seconds", "time_scale", "checkpoints", "output_dir"}
+    ctor_args = {"exec_seconds", "time_scale", "checkpoints", "output_dir", "preview_method"}
 
     async def make(**kwargs: Any) -> FakeComfyUI:
         ctor = {k: v for k, v in kwargs.items() if k in ctor_args}

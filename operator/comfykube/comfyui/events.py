@@ -1,14 +1,25 @@
 """WebSocket frames → typed events. The only place that knows ComfyUI's frame shapes.
 
 ComfyUI sends JSON text frames `{"type": ..., "data": {...}}` and, when live
-previews are on, binary frames (`[u32 type][u32 format][image]`). Binary and
-unparsable frames become `None`: a stray preview must never crash a follower.
+previews are on (`--preview-method` other than `none`), binary frames whose first
+big-endian u32 is the event type:
+
+- 1 `PREVIEW_IMAGE`: `[u32 1][u32 format: 1 JPEG, 2 PNG][image]`. It names no prompt:
+  the hub gives it to the prompt that is executing.
+- 4 `PREVIEW_IMAGE_WITH_METADATA`: `[u32 4][u32 length][JSON metadata][image]`, sent
+  instead of 1 to a client that announced `supports_preview_metadata` in its
+  `feature_flags`; the metadata carries `prompt_id`, `node_id` and `image_type`.
+
+Both become a `PreviewImage`. Other binary frames (3, text from custom nodes),
+truncated ones and unparsable text become `None`: a stray frame must never crash
+a follower.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -127,6 +138,24 @@ class Reconnected(Event):
     """
 
 
+@dataclass(frozen=True)
+class PreviewImage(Event):
+    """A live preview frame (binary type 1 or 4); `prompt_id` None until the hub attributes it."""
+
+    data: bytes = field(default=b"", repr=False)
+    content_type: str = "image/jpeg"
+    node: str | None = None
+
+
+#: Binary event types (ComfyUI's `protocol.BinaryEventTypes`).
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+#: The format word of a type-1 frame.
+_FORMATS = {1: "image/jpeg", 2: "image/png"}
+#: Magic bytes of the two formats: a frame whose bytes are neither is not a picture.
+_MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
+
+
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -139,9 +168,9 @@ def _int(value: Any) -> int:
 
 
 def parse_frame(frame: str | bytes) -> Event | None:
-    """Parse one WebSocket frame; None for binary previews and anything malformed."""
+    """Parse one WebSocket frame; None for anything malformed or of no interest."""
     if isinstance(frame, bytes | bytearray | memoryview):
-        return None
+        return parse_binary(bytes(frame))
     try:
         message = json.loads(frame)
     except ValueError:
@@ -150,6 +179,40 @@ def parse_frame(frame: str | bytes) -> Event | None:
         return None
     data = message.get("data")
     return parse_message(message["type"], data if isinstance(data, dict) else {})
+
+
+def parse_binary(frame: bytes) -> PreviewImage | None:
+    """A binary frame → a `PreviewImage`; None for other types, truncated frames, non-pictures."""
+    if len(frame) < 8:
+        return None
+    kind, word = struct.unpack_from(">II", frame)
+    prompt_id: str | None = None
+    node: str | None = None
+    if kind == PREVIEW_IMAGE:
+        content_type = _FORMATS.get(word)
+        image = frame[8:]
+    elif kind == PREVIEW_IMAGE_WITH_METADATA:
+        if word > len(frame) - 8:
+            return None
+        try:
+            meta = json.loads(frame[8 : 8 + word])
+        except ValueError:
+            return None
+        if not isinstance(meta, dict):
+            return None
+        prompt_id = _str_or_none(meta.get("prompt_id"))
+        node = _str_or_none(meta.get("display_node_id") or meta.get("node_id"))
+        image = frame[8 + word :]
+        content_type = meta.get("image_type") if meta.get("image_type") in _MAGIC else _sniff(image)
+    else:
+        return None
+    if content_type is None or not image.startswith(_MAGIC[content_type]):
+        return None
+    return PreviewImage(prompt_id, data=image, content_type=content_type, node=node)
+
+
+def _sniff(image: bytes) -> str | None:
+    return next((kind for kind, magic in _MAGIC.items() if image.startswith(magic)), None)
 
 
 def parse_message(kind: str, data: dict[str, Any]) -> Event:

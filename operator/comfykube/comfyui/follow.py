@@ -19,12 +19,19 @@ from comfykube.comfyui.events import (
     Executing,
     ExecutionCached,
     ExecutionStart,
+    PreviewImage,
     ProgressEvent,
     Reconnected,
 )
 from comfykube.comfyui.history import outcome
 from comfykube.comfyui.hub import Watch
-from comfykube.comfyui.models import HistoryEntry, ProgressCallback, ProgressUpdate, QueueSnapshot
+from comfykube.comfyui.models import (
+    HistoryEntry,
+    PreviewCallback,
+    ProgressCallback,
+    ProgressUpdate,
+    QueueSnapshot,
+)
 from comfykube.comfyui.transport import BackendRefused
 from comfykube.errors import ComfyUIUnavailable, DeadlineExceeded, PromptLost
 
@@ -80,6 +87,7 @@ async def follow_prompt(
     *,
     clock: Clock,
     on_progress: ProgressCallback | None = None,
+    on_preview: PreviewCallback | None = None,
     deadline_at: float | None = None,
     lost_polls: int = 3,
     poll_interval: float = 2.0,
@@ -98,6 +106,8 @@ async def follow_prompt(
     poll since then was a refused connection (nothing listens: the process and its queue
     are gone), `refused_grace` applies instead and `BackendRefused` is raised; one timeout
     in between (a busy server may still be rendering) puts the job back on the long grace.
+    `on_preview` gets every live preview frame of the prompt; it must be quick (keep the
+    frame, do the work elsewhere): it runs between frames, and a failure in it is logged.
     """
     reporter = _Reporter(on_progress)
     lost = 0
@@ -159,6 +169,13 @@ async def follow_prompt(
             wait = min(wait, deadline_at - now)
         event = await watch.get(clock.real_seconds(max(0.0, wait)))
         if event is None:
+            continue
+        if isinstance(event, PreviewImage):
+            if on_preview is not None:
+                try:
+                    on_preview(event)
+                except Exception:  # a preview must never cost the render
+                    log.warning("preview callback failed", exc_info=True)
             continue
         if _apply(event, reporter):
             next_poll = clock.now()

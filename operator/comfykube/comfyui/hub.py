@@ -5,13 +5,20 @@ the prompt, and a second socket with the same id replaces the first. So a
 process that follows many prompts keeps exactly one socket and dispatches
 frames by `prompt_id` to subscribers. The socket is (re)connected with
 backoff when it drops, and reconnected when it has been quiet for long
-(WebSockets can stall while HTTP keeps working). Binary frames are ignored.
+(WebSockets can stall while HTTP keeps working).
+
+Live previews: on every connection the hub announces `supports_preview_metadata`
+(ComfyUI then sends type-4 preview frames that name their prompt). A type-1 frame
+(older servers) names none: it goes to the prompt the hub last saw executing,
+which is the one ComfyUI is running, since a server runs one prompt at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 from urllib.parse import urlencode
 
@@ -19,9 +26,20 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from comfykube.clock import Clock
-from comfykube.comfyui.events import Event, Reconnected, parse_frame
+from comfykube.comfyui.events import (
+    Event,
+    Executing,
+    ExecutionStart,
+    PreviewImage,
+    ProgressEvent,
+    Reconnected,
+    parse_frame,
+)
 
 log = logging.getLogger(__name__)
+
+#: The first frame on every socket: ask for previews that name their prompt (type 4).
+FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 
 
 class Watch:
@@ -77,6 +95,8 @@ class EventHub:
         self._attempted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: The prompt this client's frames last said is executing (type-1 previews go to it).
+        self._executing: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -140,6 +160,14 @@ class EventHub:
         self._attempted = asyncio.Event()
 
     def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ExecutionStart | ProgressEvent) or (isinstance(event, Executing) and event.node):
+            self._executing = event.prompt_id
+        elif event.terminal and event.prompt_id == self._executing:
+            self._executing = None
+        if isinstance(event, PreviewImage) and event.prompt_id is None:
+            if self._executing is None:
+                return
+            event = dataclasses.replace(event, prompt_id=self._executing)
         if event.prompt_id is None:
             return
         for watch in tuple(self._watches.get(event.prompt_id, ())):
@@ -169,6 +197,9 @@ class EventHub:
                 ) as ws:
                     self.connections += 1
                     delay = self.backoff
+                    # Frames of a run we did not see while away must not be attributed to a stale prompt.
+                    self._executing = None
+                    await ws.send(FEATURE_FLAGS)
                     self._connected.set()
                     self._attempt_finished()
                     if had_connection:

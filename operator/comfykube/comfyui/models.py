@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comfykube.comfyui.events import PreviewImage
 from comfykube.types import OutputKind
 
 
@@ -210,6 +211,8 @@ class ProgressUpdate:
 
 #: Called on every change; may be a plain function or a coroutine function.
 ProgressCallback = Callable[[ProgressUpdate], Awaitable[None] | None]
+#: Called with each live preview frame of the followed prompt; must return at once.
+PreviewCallback = Callable[[PreviewImage], None]
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,12 @@ from comfykube.comfyui.transport import BackendRefused
 from comfykube.controller import maintenance
 from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
+from comfykube.controller.previews import PreviewPublisher
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
 from comfykube.errors import DeadlineExceeded, InvalidSpec, JobError, PreflightFailed
 from comfykube.names import LABEL_REQUESTER
 from comfykube.pipeline import JobIdentity, PipelineEvent, ResumeState, failed_status
+from comfykube.storage import preview_key
 from comfykube.types import ImageJobSpec, ImageJobStatus, Phase, parse_spec
 
 #: Backoff between attempts after a retryable fault: 1, 2, 4 … capped.
@@ -83,7 +85,8 @@ async def run_job(
         # Goes out with the first status write (one write less per job in a burst).
         writer.stage({"start_time": start_time})
 
-    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log))
+    previews = _previews(ctx, job, writer)
+    work = asyncio.ensure_future(_attempts(ctx, spec, job, body, writer, deadline_at, start_time, log, previews))
     stop = asyncio.ensure_future(stopped())
     try:
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -99,6 +102,26 @@ async def run_job(
             await work
         except (asyncio.CancelledError, ObjectGone):
             pass
+        finally:
+            if previews is not None:
+                # Gone with the job's end; an operator that stops leaves it for the next one to overwrite.
+                await previews.close(delete=writer.phase.terminal)
+
+
+def _previews(ctx: OperatorContext, job: JobIdentity, writer: StatusWriter) -> PreviewPublisher | None:
+    """The job's live-preview keeper (None when PREVIEW_INTERVAL_SECONDS is 0)."""
+    interval = ctx.settings.preview_interval_seconds
+    if interval <= 0:
+        return None
+    return PreviewPublisher(
+        ctx.store,
+        preview_key(job.namespace, job.name, job.uid),
+        interval=interval,
+        clock=ctx.clock,
+        # Once per job, riding on the next progress write: no status write of its own.
+        on_first=lambda ref: writer.stage({"preview": ref}),
+        metadata={"uid": job.uid},
+    )
 
 
 async def _attempts(
@@ -110,6 +133,7 @@ async def _attempts(
     deadline_at: float,
     start_time: str,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    previews: PreviewPublisher | None = None,
 ) -> None:
     """Run the pipeline until it succeeds, fails for good, or the deadline passes."""
     meta = body.get("metadata", {})
@@ -125,7 +149,9 @@ async def _attempts(
         try:
             if ctx.clock.now() >= deadline_at:
                 raise DeadlineExceeded(f"the job did not finish within {limit} s")
-            result = await _one_attempt(ctx, spec, job, writer, resume, requester, created, deadline_at, log)
+            result = await _one_attempt(
+                ctx, spec, job, writer, resume, requester, created, deadline_at, log, previews
+            )
         except JobError as exc:
             if isinstance(exc, DeadlineExceeded):
                 await _cancel_quietly(ctx, job, writer, log)
@@ -203,6 +229,7 @@ async def _one_attempt(
     created: float,
     deadline_at: float,
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    previews: PreviewPublisher | None = None,
 ) -> ImageJobStatus:
     """Wait for a backend slot, then run the pipeline there."""
     key = str(job)
@@ -255,7 +282,7 @@ async def _one_attempt(
                 try:
                     return await ctx.pipeline(backend).run(
                         spec, job, report=report, resume=resume, deadline_at=deadline_at,
-                        resolved_jobs=resolved,
+                        resolved_jobs=resolved, on_preview=previews.offer if previews is not None else None,
                     )
                 except BackendRefused:
                     # Nothing listens there any more: drain it now, not at the next periodic check,

@@ -178,7 +178,10 @@ class StatusWriter:
         })
         # Every field the terminal status sets, and the in-flight ones it must clear.
         names = {name for name, value in final if value is not None}
-        names |= {"queue_position"} | ({"progress", "progress_text"} if status.phase != Phase.SUCCEEDED else set())
+        # (status.preview points at an object deleted with the job's end.)
+        names |= {"queue_position", "preview"} | (
+            {"progress", "progress_text"} if status.phase != Phase.SUCCEEDED else set()
+        )
         changes = {name: getattr(final, name) for name in names}
         last: Exception | None = None
         for attempt in range(FINISH_ATTEMPTS):

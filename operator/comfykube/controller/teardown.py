@@ -1,9 +1,10 @@
 """What happens when an ImageJob is deleted.
 
-A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt);
-with `spec.output.deleteWithJob` the stored images go too. Input images uploaded
-for the job (`<namespace>/inputs/<name>/`, the bot's `/imagine image:`) go
-whenever its `spec.images` reads from there: nobody else uses them. Both are bounded:
+A running prompt is cancelled in ComfyUI (queue delete + targeted interrupt)
+and its live preview object is deleted; with `spec.output.deleteWithJob` the
+stored images go too. Input images uploaded for the job (`<namespace>/inputs/<name>/`,
+the bot's `/imagine image:`) go whenever its `spec.images` reads from there: nobody
+else uses them. All are bounded:
 when ComfyUI or MinIO is gone, a few attempts are made, a Warning Event says
 what was left behind, and the finalizer is released anyway. An object stuck
 in Terminating because a backend is down helps nobody.
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from comfykube.controller.context import OperatorContext
-from comfykube.storage import input_prefix, job_prefix
+from comfykube.storage import input_prefix, job_prefix, preview_key
 from comfykube.types import Phase
 
 ATTEMPTS = 3
@@ -54,6 +55,12 @@ async def on_job_deleted(
         await _cancel(ctx, body, uid, status.get("backend"), log)
     if (spec.get("output") or {}).get("deleteWithJob"):
         await _delete_prefix(ctx, body, job_prefix(meta.get("namespace", ""), meta.get("name", ""), uid or ""), log)
+    elif uid and (status.get("preview") or (not phase.terminal and status.get("submissions"))):
+        # The key is made here, never read from status (status is data anyone may have edited).
+        key = preview_key(meta.get("namespace", ""), meta.get("name", ""), uid)
+        error = await bounded(lambda: ctx.store.delete(key))
+        if error is not None:
+            log.info("could not delete the live preview %s: %s", key, error)
     inputs = _own_inputs(meta, spec)
     if inputs is not None:
         await _delete_prefix(ctx, body, inputs, log)

@@ -33,6 +33,7 @@ from comfykube.storage.base import (
     input_prefix,
     job_prefix,
     object_key,
+    preview_key,
 )
 from comfykube.storage.local_store import LocalStore
 from comfykube.storage.minio_store import MinioStore
@@ -58,5 +59,6 @@ __all__ = [
     "job_prefix",
     "make_store",
     "object_key",
+    "preview_key",
 ]
 

@@ -162,6 +162,15 @@ def input_prefix(namespace: str, name: str) -> str:
     return "/".join((_safe_segment(namespace, "namespace"), "inputs", _safe_segment(name, "name"))) + "/"
 
 
+#: The file name of a running job's live preview under its prefix (overwritten while it runs).
+PREVIEW_NAME = "preview.jpg"
+
+
+def preview_key(namespace: str, name: str, uid: str) -> str:
+    """`ns/name/uid/preview.jpg`: under the job's prefix, so `deleteWithJob` covers it too."""
+    return job_prefix(namespace, name, uid) + PREVIEW_NAME
+
+
 def check_key(key: str) -> str:
     """Refuse keys that are empty, absolute, contain `.`/`..` segments or control characters.
 

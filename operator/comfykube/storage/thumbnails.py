@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,26 @@ def render_thumbnail(source: Path, target: Path, max_side: int = MAX_SIDE) -> tu
     return len(data), hashlib.sha256(data).hexdigest()
 
 
+def small_jpeg(data: bytes, max_side: int, *, blur_radius: float = 0.0, quality: int = 70) -> bytes:
+    """A JPEG of the picture in `data`, at most `max_side` px on its longest side, blurred if asked.
+
+    For live previews (the operator's stored one, the bot's blurred one). Blocking (Pillow):
+    call it in a thread. Raises on bytes Pillow cannot read and on decompression bombs.
+    """
+    from PIL import Image, ImageFilter
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.width * img.height > MAX_SOURCE_PIXELS:
+            raise ValueError(f"a {img.width}x{img.height} picture is too large to preview")
+        frame = img.convert("RGB")
+    frame.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    if blur_radius > 0:
+        frame = frame.filter(ImageFilter.GaussianBlur(blur_radius))
+    out = io.BytesIO()
+    frame.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
 async def store_thumbnail(
     store: ObjectStore,
     source: Path,
@@ -94,4 +115,4 @@ async def store_thumbnail(
     return thumb
 
 
-__all__ = ["CONTENT_TYPE", "MAX_SIDE", "render_thumbnail", "store_thumbnail", "thumbnail_key"]
+__all__ = ["CONTENT_TYPE", "MAX_SIDE", "render_thumbnail", "small_jpeg", "store_thumbnail", "thumbnail_key"]
