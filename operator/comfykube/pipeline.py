@@ -14,6 +14,7 @@ ComfyUI lost (its server restarted) is submitted again at most once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
@@ -28,6 +29,7 @@ from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
 from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
 from comfykube.errors import (
+    ComfyUIUnavailable,
     DeadlineExceeded,
     DownloadFailed,
     InvalidSpec,
@@ -269,34 +271,23 @@ class Pipeline:
             refusal = self.checkpoint_rules.refusal(spec.model)
             if refusal is not None:
                 raise InvalidSpec(f"spec.model: {refusal}")
-        await self.check_health()
-        if spec.model is None and rendered.checkpoint is not None:
-            spec = await self._installed_default(spec, rendered)
-            rendered = self.prepare(spec, job, resume, images=placeholders)
-            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
-            if refusal is not None:
-                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
-        await self.comfy.preflight(
-            checkpoint=rendered.checkpoint,
-            sampler=rendered.sampler,
-            scheduler=rendered.scheduler,
-            choices=rendered.server_choices,
-        )
-        if not self._store_ready:
-            # Fail before spending GPU time when the images could not be stored anyway.
-            await self.store.ensure_ready()
-            self._store_ready = True
-
         submissions = resume.submissions
         with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
+            if not resume.submissions:
+                # A new job: fetch, check and upload its inputs while ComfyUI is checked (the
+                # submission waits for both). A resumed one may attach: it takes them in if it submits.
+                staged.start()
             try:
+                rendered = await self._check_backend(spec, job, resume, rendered, placeholders)
                 entry, submissions = await self._submit_or_attach(
                     rendered, job, submissions, event, report, deadline_at, before_submit=staged.graph
                 )
             except DeadlineExceeded:
                 await self.comfy.cancel(job.prompt_id)
                 raise
+            finally:
+                await staged.aclose()
         await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing outputs"))
         images = await self._collect(entry, rendered, job)
         status = ImageJobStatus(
@@ -317,6 +308,34 @@ class Pipeline:
             completion_time=now_rfc3339(self.clock),
         )
         return status
+
+    async def _check_backend(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        resume: ResumeState,
+        rendered: RenderedWorkflow,
+        placeholders: Mapping[str, str],
+    ) -> RenderedWorkflow:
+        """Health, the checkpoint fallback, preflight and the store: the graph as it will run."""
+        await self.check_health()
+        if spec.model is None and rendered.checkpoint is not None:
+            spec = await self._installed_default(spec, rendered)
+            rendered = self.prepare(spec, job, resume, images=placeholders)
+            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
+            if refusal is not None:
+                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
+        await self.comfy.preflight(
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
+        )
+        if not self._store_ready:
+            # Fail before spending GPU time when the images could not be stored anyway.
+            await self.store.ensure_ready()
+            self._store_ready = True
+        return rendered
 
     async def _installed_default(self, spec: ImageJobSpec, rendered: RenderedWorkflow) -> ImageJobSpec:
         """No model asked for and the workflow's default is not installed: use one that is.
@@ -520,7 +539,13 @@ class Pipeline:
 
 @dataclass
 class _StagedInputs:
-    """A job's input images: fetched and checked once, uploaded before each submission."""
+    """A job's input images: fetched and checked once, uploaded before each submission.
+
+    `start()` runs the first fetch, check and upload as a task beside the health check
+    and preflight; the first submission waits for it, `aclose()` cancels it (its partial
+    files go with the job's temporary directory). Nothing is submitted before every
+    input passed its checks: `graph()` returns only once the task did.
+    """
 
     pipeline: Pipeline
     spec: ImageJobSpec
@@ -529,11 +554,45 @@ class _StagedInputs:
     sources: Mapping[str, Source]
     directory: Path
     prepared: dict[str, PreparedImage] | None = None
+    _early: asyncio.Task[dict[str, str]] | None = None
+
+    def start(self) -> None:
+        """Begin taking the inputs in (fetch, check, upload) in the background."""
+        if self.sources and self._early is None:
+            self._early = asyncio.create_task(self._take_in())
+
+    async def aclose(self) -> None:
+        """Cancel the early task if it still runs, and wait until it has stopped."""
+        task, self._early = self._early, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: its error, if any, was or will be raised elsewhere
 
     async def graph(self, rendered: RenderedWorkflow) -> RenderedWorkflow:
         """`rendered` with the names ComfyUI gave the uploads (the graph as it is without images)."""
         if not self.sources:
             return rendered
+        task, self._early = self._early, None
+        if task is None:
+            names = await self._take_in()
+        else:
+            try:
+                names = await task
+            except ComfyUIUnavailable:
+                if self.prepared is None:
+                    raise
+                # The upload ran while ComfyUI was still being checked; it passed since: once more.
+                names = await self._take_in()
+        spec = self.spec
+        if spec.model is None and rendered.checkpoint is not None:
+            spec = spec.model_copy(update={"model": rendered.checkpoint})
+        return self.pipeline.prepare(spec, self.job, self.resume, images=names)
+
+    async def _take_in(self) -> dict[str, str]:
+        """Fetch and check the inputs (the first time only), upload them; image name → ComfyUI's name."""
         if self.prepared is None:
             started = time.monotonic()
             self.prepared = await prepare_images(
@@ -550,10 +609,7 @@ class _StagedInputs:
                 content_type=image.content_type,
             )
             names[name] = uploaded.load_name
-        spec = self.spec
-        if spec.model is None and rendered.checkpoint is not None:
-            spec = spec.model_copy(update={"model": rendered.checkpoint})
-        return self.pipeline.prepare(spec, self.job, self.resume, images=names)
+        return names
 
 
 def _stored_message(images: list[StoredImage]) -> str:
