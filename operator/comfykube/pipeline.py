@@ -6,10 +6,14 @@ it knows nothing about Kubernetes or Discord. Phase changes and progress go
 out through a `Reporter` callback; the caller persists them (status, a
 progress bar, a chat message).
 
-Idempotency: the prompt id is the job's uid. Before submitting, the pipeline
-asks ComfyUI whether it already knows the prompt (queued, running or done)
-and attaches instead, so a restarted operator never renders twice. A prompt
-ComfyUI lost (its server restarted) is submitted again at most once.
+Idempotency: the prompt id is the job's uid. Each submission is counted and
+reported *before* its POST /prompt (the operator writes the count to status at
+once), so a job whose record shows a submission may have one in ComfyUI: before
+submitting it, the pipeline asks ComfyUI whether it knows the prompt (queued,
+running or done) and attaches instead, so a restarted operator never renders
+twice. A job with no submission on record cannot have one and goes straight to
+POST /prompt. A prompt ComfyUI lost (its server restarted) is submitted again at
+most once.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from comfykube import metrics, tempfiles
 from comfykube.checkpoint_rules import CheckpointRules
 from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
-from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase
+from comfykube.comfyui.models import DownloadedImage, HistoryEntry, ProgressUpdate, PromptPhase, PromptState
+from comfykube.comfyui.transport import BackendRefused
 from comfykube.errors import (
     ComfyUIUnavailable,
     DeadlineExceeded,
@@ -36,6 +41,7 @@ from comfykube.errors import (
     JobError,
     PreflightFailed,
     PromptLost,
+    PromptRejected,
 )
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
@@ -102,7 +108,13 @@ class ResumeState:
     """What an earlier run already recorded (from status); empty for a new job."""
 
     seed: int | None = None
+    #: Submissions on record, each counted before its POST /prompt was sent.
     submissions: int = 0
+
+    @property
+    def may_have_submitted(self) -> bool:
+        """True when ComfyUI may know the prompt already (ask it before submitting)."""
+        return self.submissions > 0
 
 
 @dataclass(frozen=True)
@@ -274,7 +286,7 @@ class Pipeline:
         submissions = resume.submissions
         with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
-            if not resume.submissions:
+            if not resume.may_have_submitted:
                 # A new job: fetch, check and upload its inputs while ComfyUI is checked (the
                 # submission waits for both). A resumed one may attach: it takes them in if it submits.
                 staged.start()
@@ -405,7 +417,9 @@ class Pipeline:
 
         while True:
             async with self.comfy.watch(pid) as watch:
-                state = await self.comfy.lookup(pid)
+                # Only a prompt with a submission on record can be known to ComfyUI (the count goes
+                # out before the POST): a new job skips the two requests of the lookup.
+                state = await self.comfy.lookup(pid) if submissions else PromptState.unknown()
                 attached = state.phase is not PromptPhase.UNKNOWN
                 if state.phase is PromptPhase.DONE and state.entry is not None:
                     return state.entry, max(submissions, 1)
@@ -432,10 +446,19 @@ class Pipeline:
                         )
                     if before_submit is not None:
                         rendered = await before_submit(rendered)
-                    await self.comfy.submit(rendered.graph, pid)
+                    # On record before the POST: a crash while it is in flight leaves a count that
+                    # makes the next attempt look the prompt up instead of submitting it blind.
+                    submissions += 1
+                    await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="submitting"))
+                    try:
+                        await self.comfy.submit(rendered.graph, pid)
+                    except (PromptRejected, BackendRefused):
+                        # ComfyUI refused it, or nothing listened: certainly not queued; uncount it.
+                        submissions -= 1
+                        await report(replace(event, phase=Phase.QUEUED, submissions=submissions))
+                        raise
                     timing["submitted"] = time.monotonic()
                     metrics.SUBMISSIONS.labels(self.comfy.base_url).inc()
-                    submissions += 1
                     await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="queued"))
                 try:
                     entry = await self.comfy.follow(
