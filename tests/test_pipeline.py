@@ -196,7 +196,7 @@ def before_submit(requests: list[str]) -> list[str]:
     return requests[: requests.index("POST /prompt")]
 
 
-async def test_a_new_job_goes_straight_to_post_prompt_without_a_lookup(pipeline: Pipeline, comfyui: Any) -> None:
+async def test_a_new_job_makes_two_requests_post_prompt_and_view(pipeline: Pipeline, comfyui: Any) -> None:
     events: list[PipelineEvent] = []
 
     async def report(event: PipelineEvent) -> None:
@@ -209,6 +209,8 @@ async def test_a_new_job_goes_straight_to_post_prompt_without_a_lookup(pipeline:
     assert status.submissions == 1
     early = before_submit(comfyui.requests)
     assert "GET /queue" not in early and not any(r.startswith("GET /history/") for r in early), early
+    # Nor after it: the WebSocket's `executed` frames named the output, /history was not needed.
+    assert comfyui.requests[len(early):] == ["POST /prompt", "GET /view"], comfyui.requests
     # The submission was on record (reported) before the POST went out.
     submitting = next(e for e in events if e.message == "submitting")
     assert submitting.submissions == 1 and events.index(submitting) < next(

@@ -470,6 +470,8 @@ class Pipeline:
                         poll_interval=self.poll_interval,
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
+                        # Subscribed before our own POST with the socket up: its frames name the outputs.
+                        frames_complete=not attached and self.comfy.ws_connected,
                     )
                 except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:

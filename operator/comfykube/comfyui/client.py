@@ -412,6 +412,7 @@ class ComfyClient:
         poll_interval: float = 2.0,
         unreachable_grace: float | None = None,
         poll_first: bool = True,
+        frames_complete: bool = False,
     ) -> HistoryEntry:
         """Wait for the prompt's end (WS + polling); see `follow.follow_prompt`."""
         return await follow_prompt(
@@ -426,6 +427,7 @@ class ComfyClient:
             unreachable_grace=unreachable_grace,
             refused_grace=self.refused_grace,
             poll_first=poll_first,
+            frames_complete=frames_complete,
         )
 
     # ----------------------------------------------------------------- uploads
