@@ -520,25 +520,35 @@ class Pipeline:
     async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
         """Upload one checked image, verify it, and presign a URL for it."""
         key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
-        await self.store.put_verified(
-            key,
-            image.path,
-            size=image.bytes,
-            sha256=image.sha256,
-            content_type=image.content_type,
-            metadata={
-                "namespace": job.namespace,
-                "job": job.name,
-                "uid": job.uid,
-                "source-filename": image.source.filename,
-            },
-        )
-        url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
-        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
-        thumb = await store_thumbnail(
+        # The preview (a small WebP for the web gallery; best effort, never fails the job) is
+        # made in a thread while the original is stored, and stored only after it was verified.
+        original_stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
             metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
-        )
+            after=original_stored,
+        ))
+        try:
+            await self.store.put_verified(
+                key,
+                image.path,
+                size=image.bytes,
+                sha256=image.sha256,
+                content_type=image.content_type,
+                metadata={
+                    "namespace": job.namespace,
+                    "job": job.name,
+                    "uid": job.uid,
+                    "source-filename": image.source.filename,
+                },
+            )
+            url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        except BaseException:
+            thumbnail.cancel()
+            await asyncio.wait({thumbnail})
+            raise
+        original_stored.set_result(None)
+        thumb = await thumbnail
         return StoredImage(
             kind=image.kind,
             key=key,

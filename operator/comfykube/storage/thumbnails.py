@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 from comfykube import tempfiles
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 384
 #: WebP quality: small files, good enough for a preview.
 QUALITY = 78
+#: WebP effort (0-6): 2 encodes a 384 px preview in about half the time of 4 for ~4 % more bytes.
+METHOD = 2
 #: Images larger than this many pixels are not decoded for a thumbnail (decompression bombs).
 MAX_SOURCE_PIXELS = 64_000_000
 CONTENT_TYPE = "image/webp"
@@ -54,7 +56,7 @@ def render_thumbnail(source: Path, target: Path, max_side: int = MAX_SIDE) -> tu
         # Keep transparency where there is some; everything else becomes plain RGB.
         frame = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
         frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        frame.save(target, "WEBP", quality=QUALITY, method=4)
+        frame.save(target, "WEBP", quality=QUALITY, method=METHOD)
     data = target.read_bytes()
     return len(data), hashlib.sha256(data).hexdigest()
 
@@ -67,12 +69,15 @@ async def store_thumbnail(
     metadata: Mapping[str, str] | None = None,
     tmp_dir: Path | None = None,
     content_type: str = "image/png",
+    after: Awaitable[object] | None = None,
 ) -> str | None:
     """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
 
     Never raises for a bad image or a storage problem: the image itself is stored and
     verified already, a missing preview must not fail the job. Outputs that are not
-    pictures (`content_type` not image/*: videos, sounds) get none.
+    pictures (`content_type` not image/*: videos, sounds) get none. With `after` the
+    preview is made at once but stored only once `after` is done (the original stored
+    and verified: the caller runs both side by side and cancels this when that fails).
     """
     if not content_type.startswith("image/"):
         return None
@@ -84,6 +89,8 @@ async def store_thumbnail(
         except Exception as exc:  # Pillow raises many kinds for unreadable input
             log.info("no thumbnail for %s: %s", key, exc)
             return None
+        if after is not None:
+            await after
         try:
             await store.put_verified(
                 thumb, target, size=size, sha256=sha256, content_type=CONTENT_TYPE, metadata=metadata
