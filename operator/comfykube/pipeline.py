@@ -19,6 +19,7 @@ most once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -284,7 +285,8 @@ class Pipeline:
             if refusal is not None:
                 raise InvalidSpec(f"spec.model: {refusal}")
         submissions = resume.submissions
-        with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
+        # A directory for input images only when there are some (each costs a mkdir and an rmtree).
+        with tempfiles.job_dir(self.tmp_dir) if sources else contextlib.nullcontext("") as inputs_dir:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
             if not resume.may_have_submitted:
                 # A new job: fetch, check and upload its inputs while ComfyUI is checked (the
@@ -500,7 +502,7 @@ class Pipeline:
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
                 started = time.monotonic()
-                stored.append(await self._store(downloaded, job, index))
+                stored.append(await self._store(downloaded, job, index, Path(tmp)))
                 metrics.UPLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_UPLOADED.inc(downloaded.bytes)
                 if self.keep_copies_in is not None:
@@ -517,15 +519,15 @@ class Pipeline:
             raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
-    async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
-        """Upload one checked image, verify it, and presign a URL for it."""
+    async def _store(self, image: DownloadedImage, job: JobIdentity, index: int, work_dir: Path) -> StoredImage:
+        """Upload one checked image, verify it, and presign a URL for it (its thumbnail is made in `work_dir`)."""
         key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
         # The preview (a small WebP for the web gallery; best effort, never fails the job) is
         # made in a thread while the original is stored, and stored only after it was verified.
         original_stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
-            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
+            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
             after=original_stored,
         ))
         try:

@@ -70,6 +70,7 @@ async def store_thumbnail(
     tmp_dir: Path | None = None,
     content_type: str = "image/png",
     after: Awaitable[object] | None = None,
+    work_dir: Path | None = None,
 ) -> str | None:
     """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
 
@@ -78,12 +79,29 @@ async def store_thumbnail(
     pictures (`content_type` not image/*: videos, sounds) get none. With `after` the
     preview is made at once but stored only once `after` is done (the original stored
     and verified: the caller runs both side by side and cancels this when that fails).
+    The preview file is written in `work_dir` (the caller's temporary directory, which
+    it removes) or else in a temporary directory of its own under `tmp_dir`.
     """
     if not content_type.startswith("image/"):
         return None
     thumb = thumbnail_key(key)
+    if work_dir is not None:
+        return await _make_and_store(store, source, key, thumb, work_dir, metadata, after)
     with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
-        target = Path(tmp) / "thumb.webp"
+        return await _make_and_store(store, source, key, thumb, Path(tmp), metadata, after)
+
+
+async def _make_and_store(
+    store: ObjectStore,
+    source: Path,
+    key: str,
+    thumb: str,
+    work_dir: Path,
+    metadata: Mapping[str, str] | None,
+    after: Awaitable[object] | None,
+) -> str | None:
+    target = work_dir / thumb.rpartition("/")[2]
+    try:
         try:
             size, sha256 = await asyncio.to_thread(render_thumbnail, source, target)
         except Exception as exc:  # Pillow raises many kinds for unreadable input
@@ -98,6 +116,8 @@ async def store_thumbnail(
         except (JobError, OSError, ValueError) as exc:
             log.warning("could not store the thumbnail of %s: %s", key, exc)
             return None
+    finally:
+        target.unlink(missing_ok=True)
     return thumb
 
 
