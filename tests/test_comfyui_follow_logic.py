@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from comfykube.clock import Clock, ScaledClock
-from comfykube.comfyui.events import ExecutionSuccess, ProgressEvent
+from comfykube.comfyui.events import Executed, ExecutionSuccess, ProgressEvent, Reconnected
 from comfykube.comfyui.follow import follow_prompt
 from comfykube.comfyui.hub import Watch
 from comfykube.comfyui.models import HistoryEntry, ProgressUpdate, QueueItem, QueueSnapshot
@@ -99,6 +99,36 @@ async def test_ws_done_frame_triggers_an_immediate_poll() -> None:
     # poll_interval is a simulated hour: only the WS frame can make this finish quickly.
     entry = await follow_prompt(source, watch, "p", clock=ScaledClock(1), poll_interval=3600)
     assert entry is DONE
+
+
+SAVED = {"images": [{"filename": "a_00001_.png", "subfolder": "comfykube/u", "type": "output"}]}
+
+
+async def test_a_success_seen_whole_on_the_websocket_needs_no_history() -> None:
+    watch = Watch("p")
+    source = Script(history=[None], queue=[PENDING])
+    watch._put(Executed("p", node="9", output=SAVED))
+    watch._put(ExecutionSuccess("p"))
+    entry = await follow_prompt(source, watch, "p", clock=ScaledClock(1), poll_interval=3600, poll_first=False,
+                                frames_complete=True)
+    assert source.history_calls == 0
+    assert [(i.filename, i.subfolder, i.node_id, i.is_output) for i in entry.images] == [
+        ("a_00001_.png", "comfykube/u", "9", True)
+    ]
+
+
+@pytest.mark.parametrize("frames", ["reconnected", "attached", "no files"])
+async def test_a_success_the_websocket_may_not_have_seen_whole_is_read_from_history(frames: str) -> None:
+    watch = Watch("p")
+    source = Script(history=[None, DONE], queue=[PENDING])
+    if frames != "no files":
+        watch._put(Executed("p", node="9", output=SAVED))
+    if frames == "reconnected":
+        watch._put(Reconnected("p"))  # frames sent while the socket was down are gone
+    watch._put(ExecutionSuccess("p"))
+    entry = await follow_prompt(source, watch, "p", clock=ScaledClock(1), poll_interval=3600, poll_first=False,
+                                frames_complete=frames != "attached")
+    assert entry is DONE and source.history_calls >= 1
 
 
 async def test_deadline_in_the_past_raises_at_once() -> None:

@@ -7,6 +7,7 @@ ComfyUI: the stand-in records every upload and every submission, and both stay e
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import uuid
@@ -19,7 +20,7 @@ from aiohttp import web
 from PIL import Image
 
 from comfykube.comfyui.client import ComfyClient
-from comfykube.errors import InputImageFailed, InvalidSpec
+from comfykube.errors import InputImageFailed, InvalidSpec, PreflightFailed
 from comfykube.inputs import InputLimits, StoreSource, UrlSource, prepare_image
 from comfykube.inputs.addresses import IPAddress, forbidden_reason
 from comfykube.inputs.fetch import fetch_url
@@ -59,6 +60,8 @@ class ImageServer:
         self.host = host
         self.requests: list[tuple[str, str]] = []  # (path, Host header)
         self.redirect_to = ""
+        #: `gated.png` is served once this returns True (polled); it answers 404 after 10 s.
+        self.gate: Any = lambda: True
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -100,6 +103,14 @@ class ImageServer:
             return web.Response(body=png() + b"\x00" * (2 * 1024 * 1024), content_type="image/png")
         if name == "bomb.png":
             return web.Response(body=png(5000, 5000), content_type="image/png")
+        if name == "gated.png":
+            for _ in range(1000):
+                if self.gate():
+                    return web.Response(body=png(), content_type="image/png")
+                if request.transport is None or request.transport.is_closing():
+                    return web.Response(status=499)  # the client gave up (cancelled): stop waiting
+                await asyncio.sleep(0.01)
+            return web.Response(status=404, text="the gate never opened")
         if name == "redirect":
             raise web.HTTPFound(self.redirect_to)
         if name == "loop":
@@ -370,6 +381,54 @@ async def test_a_bad_input_fails_the_job_before_anything_reaches_comfyui(
     nothing_reached(comfyui)
 
 
+async def test_the_input_is_taken_in_while_comfyui_is_checked(
+    pipeline: Pipeline, comfyui: Any, images: ImageServer
+) -> None:
+    # The picture is served only once ComfyUI answered the health check and the preflight:
+    # taking it in after them (one after the other) would wait for a gate that never opens.
+    images.gate = lambda: {"GET /system_stats", "GET /models/checkpoints"} <= set(comfyui.requests)
+    status = await pipeline.run(img2img(init={"url": f"{images.url}/gated.png"}), new_job())
+    assert status.images and len(comfyui.stats()["uploads"]) == 1
+    requests = comfyui.requests
+    # Every input was checked and uploaded before the one submission.
+    assert requests.index("POST /upload/image") < requests.index("POST /prompt")
+
+
+async def test_a_failed_preflight_stops_the_input_and_leaves_nothing_behind(
+    comfyui: Any, store: MinioStore, images: ImageServer, tmp_path: Path
+) -> None:
+    images.gate = lambda: False  # the fetch is still waiting when the preflight fails
+    async with ComfyClient(comfyui.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, input_limits=TRUSTED, tmp_dir=tmp_path)
+        spec = img2img(init={"url": f"{images.url}/gated.png"}).model_copy(update={"model": "no_such.safetensors"})
+        with pytest.raises(PreflightFailed, match="no_such.safetensors"):
+            await pipeline.run(spec, new_job())
+    assert [name for name, _ in images.requests] == ["gated.png"]  # it had started
+    assert files(tmp_path) == []  # the partial input and its directory are gone
+    nothing_reached(comfyui)
+
+
+async def test_a_cancelled_job_stops_taking_its_input_in_and_leaves_nothing_behind(
+    comfyui: Any, store: MinioStore, images: ImageServer, tmp_path: Path
+) -> None:
+    images.gate = lambda: False
+    async with ComfyClient(comfyui.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, input_limits=TRUSTED, tmp_dir=tmp_path)
+        run = asyncio.create_task(pipeline.run(img2img(init={"url": f"{images.url}/gated.png"}), new_job()))
+        for _ in range(500):
+            if images.requests and "GET /models/checkpoints" in comfyui.requests:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the preflight is over: the run waits for the input alone
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        leftover = [task for task in asyncio.all_tasks() if "_take_in" in repr(task.get_coro())]
+        assert leftover == []
+    assert files(tmp_path) == []
+    nothing_reached(comfyui)
+
+
 async def test_a_private_url_fails_the_job_by_default(pipeline: Pipeline, comfyui: Any, images: ImageServer) -> None:
     pipeline.input_limits = InputLimits()
     with pytest.raises(InputImageFailed, match="loopback address"):
@@ -497,3 +556,32 @@ async def test_the_stand_in_upload_keeps_identical_bytes_and_renames_other_bytes
             for path in (first, first, other)
         ]
     assert names == ["comfykube/job/init.png", "comfykube/job/init.png", "comfykube/job/init (1).png"]
+
+
+async def test_an_upload_larger_than_one_block_arrives_whole_under_an_awkward_name(
+    comfyui: Any, tmp_path: Path
+) -> None:
+    """The streamed multipart body (multipart.py): exact bytes past a block boundary, the name as sent."""
+    from comfykube.comfyui.multipart import BLOCK
+
+    path = tmp_path / "big.png"
+    data = png() + bytes(range(256)) * (BLOCK // 256 + 7)  # more than one block, not a multiple of it
+    path.write_bytes(data)
+    async with ComfyClient(comfyui.url) as comfy:
+        uploaded = await comfy.upload_image(path, filename="my init 'ä'.png", subfolder="comfykube/job",
+                                            content_type="image/png")
+    assert uploaded.load_name == "comfykube/job/my init 'ä'.png"
+    assert (comfyui.input_dir / "comfykube" / "job" / "my init 'ä'.png").read_bytes() == data
+
+
+async def test_a_file_that_changes_while_it_uploads_is_never_sent_cut_off(tmp_path: Path) -> None:
+    from comfykube.comfyui.multipart import MultipartFile
+
+    path = tmp_path / "a.png"
+    path.write_bytes(png())
+    form = MultipartFile(path, "image", filename="a.png", content_type="image/png", fields={"type": "input"})
+    path.write_bytes(png()[:20])
+    with pytest.raises(OSError, match="shrank"):
+        [chunk async for chunk in form.chunks()]
+    declared = int(form.headers()["Content-Length"])
+    assert declared == len(form.head) + len(png()) + len(form.tail)

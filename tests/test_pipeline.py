@@ -25,6 +25,7 @@ from comfykube.errors import (
     ExecutionFailed,
     PreflightFailed,
     PromptLost,
+    PromptRejected,
 )
 from comfykube.pipeline import JobIdentity, Pipeline, PipelineEvent, ResumeState
 from comfykube.settings import DEFAULT_WORKFLOWS_DIR
@@ -188,6 +189,79 @@ async def test_finished_prompt_is_collected_not_rendered_again(pipeline: Pipelin
     second = await pipeline.run(spec, job, resume=ResumeState(seed=5, submissions=1))
     assert comfyui.stats()["submissions"][job.uid] == 1
     assert second.images[0].sha256 == first.images[0].sha256
+
+
+def before_submit(requests: list[str]) -> list[str]:
+    """The requests sent before the (first) POST /prompt."""
+    return requests[: requests.index("POST /prompt")]
+
+
+async def test_a_new_job_makes_two_requests_post_prompt_and_view(pipeline: Pipeline, comfyui: Any) -> None:
+    events: list[PipelineEvent] = []
+
+    async def report(event: PipelineEvent) -> None:
+        events.append(event)
+
+    spec = ImageJobSpec(prompt="p", width=64, height=64, steps=1)
+    await pipeline.run(spec, new_job())  # the health check (it reads /queue) and preflight are fresh now
+    comfyui.clear_requests()
+    status = await pipeline.run(spec, new_job(), report=report)
+    assert status.submissions == 1
+    early = before_submit(comfyui.requests)
+    assert "GET /queue" not in early and not any(r.startswith("GET /history/") for r in early), early
+    # Nor after it: the WebSocket's `executed` frames named the output, /history was not needed.
+    assert comfyui.requests[len(early):] == ["POST /prompt", "GET /view"], comfyui.requests
+    # The submission was on record (reported) before the POST went out.
+    submitting = next(e for e in events if e.message == "submitting")
+    assert submitting.submissions == 1 and events.index(submitting) < next(
+        i for i, e in enumerate(events) if e.message == "queued"
+    )
+
+
+class Crash(Exception):
+    """The operator process dies (the reporter is where it last wrote status)."""
+
+
+@pytest.mark.parametrize("when", ["submitting", "queued"])
+async def test_a_job_resumed_after_a_crash_around_the_post_looks_it_up_and_renders_once(
+    pipeline: Pipeline, comfyui: Any, when: str
+) -> None:
+    """Crash after "submitting" was on record: before the POST went out, or before its answer was."""
+    job = new_job("crash")
+    spec = ImageJobSpec(prompt="p", width=64, height=64, steps=1, seed=4)
+    recorded: list[int] = []
+
+    async def report(event: PipelineEvent) -> None:
+        if event.submissions is not None:
+            recorded.append(event.submissions)
+        if event.message == when:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        await pipeline.run(spec, job, report=report)
+    assert comfyui.stats()["submissions"].get(job.uid, 0) == (1 if when == "queued" else 0)
+    comfyui.clear_requests()
+    status = await pipeline.run(spec, job, resume=ResumeState(seed=4, submissions=recorded[-1]))
+    assert status.phase is Phase.SUCCEEDED
+    assert comfyui.stats()["submissions"][job.uid] == 1  # never rendered twice
+    if when == "queued":
+        assert "POST /prompt" not in comfyui.requests  # attached to the prompt ComfyUI has
+    else:
+        assert before_submit(comfyui.requests)[-2:] == ["GET /queue", f"GET /history/{job.uid}"]
+
+
+async def test_a_refused_submission_is_not_counted(pipeline: Pipeline, comfyui: Any) -> None:
+    events: list[PipelineEvent] = []
+
+    async def report(event: PipelineEvent) -> None:
+        events.append(event)
+
+    spec = ImageJobSpec(prompt="p", width=64, height=64, steps=1, model="missing.ckpt")
+    # Passes the preflight (a fresh list would refuse it), then ComfyUI answers 400 to the POST.
+    pipeline.comfy._checkpoints = (pipeline.comfy.clock.now(), ["missing.ckpt"])
+    with pytest.raises(PromptRejected):
+        await pipeline.run(spec, new_job(), report=report)
+    assert [e.submissions for e in events if e.submissions is not None][-2:] == [1, 0]
 
 
 async def test_lost_prompt_is_submitted_again_once(pipeline: Pipeline, comfyui: Any) -> None:

@@ -6,14 +6,20 @@ it knows nothing about Kubernetes or Discord. Phase changes and progress go
 out through a `Reporter` callback; the caller persists them (status, a
 progress bar, a chat message).
 
-Idempotency: the prompt id is the job's uid. Before submitting, the pipeline
-asks ComfyUI whether it already knows the prompt (queued, running or done)
-and attaches instead, so a restarted operator never renders twice. A prompt
-ComfyUI lost (its server restarted) is submitted again at most once.
+Idempotency: the prompt id is the job's uid. Each submission is counted and
+reported *before* its POST /prompt (the operator writes the count to status at
+once), so a job whose record shows a submission may have one in ComfyUI: before
+submitting it, the pipeline asks ComfyUI whether it knows the prompt (queued,
+running or done) and attaches instead, so a restarted operator never renders
+twice. A job with no submission on record cannot have one and goes straight to
+POST /prompt. A prompt ComfyUI lost (its server restarted) is submitted again at
+most once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -26,14 +32,24 @@ from comfykube import metrics, tempfiles
 from comfykube.checkpoint_rules import CheckpointRules
 from comfykube.clock import REAL_CLOCK, Clock, now_rfc3339, rfc3339
 from comfykube.comfyui.client import ComfyClient
-from comfykube.comfyui.models import DownloadedImage, HistoryEntry, PreviewCallback, ProgressUpdate, PromptPhase
+from comfykube.comfyui.models import (
+    DownloadedImage,
+    HistoryEntry,
+    PreviewCallback,
+    ProgressUpdate,
+    PromptPhase,
+    PromptState,
+)
+from comfykube.comfyui.transport import BackendRefused
 from comfykube.errors import (
+    ComfyUIUnavailable,
     DeadlineExceeded,
     DownloadFailed,
     InvalidSpec,
     JobError,
     PreflightFailed,
     PromptLost,
+    PromptRejected,
 )
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
@@ -100,7 +116,13 @@ class ResumeState:
     """What an earlier run already recorded (from status); empty for a new job."""
 
     seed: int | None = None
+    #: Submissions on record, each counted before its POST /prompt was sent.
     submissions: int = 0
+
+    @property
+    def may_have_submitted(self) -> bool:
+        """True when ComfyUI may know the prompt already (ask it before submitting)."""
+        return self.submissions > 0
 
 
 @dataclass(frozen=True)
@@ -272,28 +294,16 @@ class Pipeline:
             refusal = self.checkpoint_rules.refusal(spec.model)
             if refusal is not None:
                 raise InvalidSpec(f"spec.model: {refusal}")
-        await self.check_health()
-        if spec.model is None and rendered.checkpoint is not None:
-            spec = await self._installed_default(spec, rendered)
-            rendered = self.prepare(spec, job, resume, images=placeholders)
-            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
-            if refusal is not None:
-                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
-        await self.comfy.preflight(
-            checkpoint=rendered.checkpoint,
-            sampler=rendered.sampler,
-            scheduler=rendered.scheduler,
-            choices=rendered.server_choices,
-        )
-        if not self._store_ready:
-            # Fail before spending GPU time when the images could not be stored anyway.
-            await self.store.ensure_ready()
-            self._store_ready = True
-
         submissions = resume.submissions
-        with tempfiles.job_dir(self.tmp_dir) as inputs_dir:
+        # A directory for input images only when there are some (each costs a mkdir and an rmtree).
+        with tempfiles.job_dir(self.tmp_dir) if sources else contextlib.nullcontext("") as inputs_dir:
             staged = _StagedInputs(self, spec, job, resume, sources, Path(inputs_dir))
+            if not resume.may_have_submitted:
+                # A new job: fetch, check and upload its inputs while ComfyUI is checked (the
+                # submission waits for both). A resumed one may attach: it takes them in if it submits.
+                staged.start()
             try:
+                rendered = await self._check_backend(spec, job, resume, rendered, placeholders)
                 entry, submissions = await self._submit_or_attach(
                     rendered, job, submissions, event, report, deadline_at, before_submit=staged.graph,
                     on_preview=on_preview,
@@ -301,6 +311,8 @@ class Pipeline:
             except DeadlineExceeded:
                 await self.comfy.cancel(job.prompt_id)
                 raise
+            finally:
+                await staged.aclose()
         await report(replace(event, phase=Phase.UPLOADING, submissions=submissions, message="storing outputs"))
         images = await self._collect(entry, rendered, job)
         status = ImageJobStatus(
@@ -321,6 +333,34 @@ class Pipeline:
             completion_time=now_rfc3339(self.clock),
         )
         return status
+
+    async def _check_backend(
+        self,
+        spec: ImageJobSpec,
+        job: JobIdentity,
+        resume: ResumeState,
+        rendered: RenderedWorkflow,
+        placeholders: Mapping[str, str],
+    ) -> RenderedWorkflow:
+        """Health, the checkpoint fallback, preflight and the store: the graph as it will run."""
+        await self.check_health()
+        if spec.model is None and rendered.checkpoint is not None:
+            spec = await self._installed_default(spec, rendered)
+            rendered = self.prepare(spec, job, resume, images=placeholders)
+            refusal = self.checkpoint_rules.refusal(rendered.checkpoint) if rendered.checkpoint else None
+            if refusal is not None:
+                raise PreflightFailed(f"the workflow's default {refusal}; name an allowed one in spec.model")
+        await self.comfy.preflight(
+            checkpoint=rendered.checkpoint,
+            sampler=rendered.sampler,
+            scheduler=rendered.scheduler,
+            choices=rendered.server_choices,
+        )
+        if not self._store_ready:
+            # Fail before spending GPU time when the images could not be stored anyway.
+            await self.store.ensure_ready()
+            self._store_ready = True
+        return rendered
 
     async def _installed_default(self, spec: ImageJobSpec, rendered: RenderedWorkflow) -> ImageJobSpec:
         """No model asked for and the workflow's default is not installed: use one that is.
@@ -391,7 +431,9 @@ class Pipeline:
 
         while True:
             async with self.comfy.watch(pid) as watch:
-                state = await self.comfy.lookup(pid)
+                # Only a prompt with a submission on record can be known to ComfyUI (the count goes
+                # out before the POST): a new job skips the two requests of the lookup.
+                state = await self.comfy.lookup(pid) if submissions else PromptState.unknown()
                 attached = state.phase is not PromptPhase.UNKNOWN
                 if state.phase is PromptPhase.DONE and state.entry is not None:
                     return state.entry, max(submissions, 1)
@@ -418,10 +460,19 @@ class Pipeline:
                         )
                     if before_submit is not None:
                         rendered = await before_submit(rendered)
-                    await self.comfy.submit(rendered.graph, pid)
+                    # On record before the POST: a crash while it is in flight leaves a count that
+                    # makes the next attempt look the prompt up instead of submitting it blind.
+                    submissions += 1
+                    await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="submitting"))
+                    try:
+                        await self.comfy.submit(rendered.graph, pid)
+                    except (PromptRejected, BackendRefused):
+                        # ComfyUI refused it, or nothing listened: certainly not queued; uncount it.
+                        submissions -= 1
+                        await report(replace(event, phase=Phase.QUEUED, submissions=submissions))
+                        raise
                     timing["submitted"] = time.monotonic()
                     metrics.SUBMISSIONS.labels(self.comfy.base_url).inc()
-                    submissions += 1
                     await report(replace(event, phase=Phase.QUEUED, submissions=submissions, message="queued"))
                 try:
                     entry = await self.comfy.follow(
@@ -434,6 +485,8 @@ class Pipeline:
                         poll_interval=self.poll_interval,
                         unreachable_grace=self.unreachable_grace,
                         poll_first=attached or not self.comfy.ws_connected,
+                        # Subscribed before our own POST with the socket up: its frames name the outputs.
+                        frames_complete=not attached and self.comfy.ws_connected,
                     )
                 except PromptLost as exc:
                     if submissions >= MAX_SUBMISSIONS:
@@ -462,7 +515,7 @@ class Pipeline:
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
                 started = time.monotonic()
-                stored.append(await self._store(downloaded, job, index))
+                stored.append(await self._store(downloaded, job, index, Path(tmp)))
                 metrics.UPLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_UPLOADED.inc(downloaded.bytes)
                 if self.keep_copies_in is not None:
@@ -479,28 +532,38 @@ class Pipeline:
             raise DownloadFailed(f"expected {expected} image(s) from ComfyUI, got {stills}")
         return stored
 
-    async def _store(self, image: DownloadedImage, job: JobIdentity, index: int) -> StoredImage:
-        """Upload one checked image, verify it, and presign a URL for it."""
+    async def _store(self, image: DownloadedImage, job: JobIdentity, index: int, work_dir: Path) -> StoredImage:
+        """Upload one checked image, verify it, and presign a URL for it (its thumbnail is made in `work_dir`)."""
         key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
-        await self.store.put_verified(
-            key,
-            image.path,
-            size=image.bytes,
-            sha256=image.sha256,
-            content_type=image.content_type,
-            metadata={
-                "namespace": job.namespace,
-                "job": job.name,
-                "uid": job.uid,
-                "source-filename": image.source.filename,
-            },
-        )
-        url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
-        # A small WebP beside the original, for the web gallery (best effort, never fails the job).
-        thumb = await store_thumbnail(
+        # The preview (a small WebP for the web gallery; best effort, never fails the job) is
+        # made in a thread while the original is stored, and stored only after it was verified.
+        original_stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
-            metadata={"uid": job.uid}, tmp_dir=self.tmp_dir, content_type=image.content_type,
-        )
+            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
+            after=original_stored,
+        ))
+        try:
+            await self.store.put_verified(
+                key,
+                image.path,
+                size=image.bytes,
+                sha256=image.sha256,
+                content_type=image.content_type,
+                metadata={
+                    "namespace": job.namespace,
+                    "job": job.name,
+                    "uid": job.uid,
+                    "source-filename": image.source.filename,
+                },
+            )
+            url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+        except BaseException:
+            thumbnail.cancel()
+            await asyncio.wait({thumbnail})
+            raise
+        original_stored.set_result(None)
+        thumb = await thumbnail
         return StoredImage(
             kind=image.kind,
             key=key,
@@ -526,7 +589,13 @@ class Pipeline:
 
 @dataclass
 class _StagedInputs:
-    """A job's input images: fetched and checked once, uploaded before each submission."""
+    """A job's input images: fetched and checked once, uploaded before each submission.
+
+    `start()` runs the first fetch, check and upload as a task beside the health check
+    and preflight; the first submission waits for it, `aclose()` cancels it (its partial
+    files go with the job's temporary directory). Nothing is submitted before every
+    input passed its checks: `graph()` returns only once the task did.
+    """
 
     pipeline: Pipeline
     spec: ImageJobSpec
@@ -535,11 +604,45 @@ class _StagedInputs:
     sources: Mapping[str, Source]
     directory: Path
     prepared: dict[str, PreparedImage] | None = None
+    _early: asyncio.Task[dict[str, str]] | None = None
+
+    def start(self) -> None:
+        """Begin taking the inputs in (fetch, check, upload) in the background."""
+        if self.sources and self._early is None:
+            self._early = asyncio.create_task(self._take_in())
+
+    async def aclose(self) -> None:
+        """Cancel the early task if it still runs, and wait until it has stopped."""
+        task, self._early = self._early, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: its error, if any, was or will be raised elsewhere
 
     async def graph(self, rendered: RenderedWorkflow) -> RenderedWorkflow:
         """`rendered` with the names ComfyUI gave the uploads (the graph as it is without images)."""
         if not self.sources:
             return rendered
+        task, self._early = self._early, None
+        if task is None:
+            names = await self._take_in()
+        else:
+            try:
+                names = await task
+            except ComfyUIUnavailable:
+                if self.prepared is None:
+                    raise
+                # The upload ran while ComfyUI was still being checked; it passed since: once more.
+                names = await self._take_in()
+        spec = self.spec
+        if spec.model is None and rendered.checkpoint is not None:
+            spec = spec.model_copy(update={"model": rendered.checkpoint})
+        return self.pipeline.prepare(spec, self.job, self.resume, images=names)
+
+    async def _take_in(self) -> dict[str, str]:
+        """Fetch and check the inputs (the first time only), upload them; image name → ComfyUI's name."""
         if self.prepared is None:
             started = time.monotonic()
             self.prepared = await prepare_images(
@@ -556,10 +659,7 @@ class _StagedInputs:
                 content_type=image.content_type,
             )
             names[name] = uploaded.load_name
-        spec = self.spec
-        if spec.model is None and rendered.checkpoint is not None:
-            spec = spec.model_copy(update={"model": rendered.checkpoint})
-        return self.pipeline.prepare(spec, self.job, self.resume, images=names)
+        return names
 
 
 def _stored_message(images: list[StoredImage]) -> str:

@@ -410,7 +410,10 @@ class ImageJobStatus(_Model):
     url: str | None = Field(default=None, description="Presigned URL of the first output.")
     start_time: str | None = None
     completion_time: str | None = None
-    submissions: int = Field(default=0, ge=0, description="How often the prompt was sent to ComfyUI.")
+    submissions: int = Field(
+        default=0, ge=0,
+        description="How often the prompt was sent to ComfyUI (each counted just before it is sent).",
+    )
     observed_generation: int | None = None
     # CRD markers: conditions are a map keyed by type, so server-side apply merges them per type.
     conditions: list[Condition] = Field(

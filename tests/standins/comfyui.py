@@ -16,7 +16,8 @@ Three ways to run it:
 Failure switches live in :class:`StandinConfig` (``fake.config.image_mode = "truncated"`` or
 ``fake.configure(image_mode="truncated")``) and are also reachable over HTTP for the process
 mode: ``POST /_standin/config``, ``POST /_standin/restart``, ``POST /_standin/stop_listening``,
-``GET /_standin/stats``.
+``GET /_standin/stats``. ``GET /_standin/requests`` lists every API request served, in order
+(``"GET /queue"``, ``"POST /prompt"``: method and path, no query), for tests of request sequences.
 
 Time: every duration in the config (``exec_seconds``, ``unhealthy_for_seconds``, restart
 ``down_seconds``) is *simulated* time; real time is that divided by ``time_scale``, matching
@@ -48,7 +49,7 @@ import time
 import traceback
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -860,6 +861,8 @@ class FakeComfyUI:
         self._deletes: list[str] = []
         self._history_deletes: list[str] = []
         self._uploads: list[str] = []
+        #: "METHOD /path" of every API request, oldest first (bounded: a long benchmark stays small).
+        self._requests: deque[str] = deque(maxlen=100_000)
         self._rejected = 0
         self._restarts = 0
         self._catalogue = _load_catalogue()
@@ -1034,6 +1037,7 @@ class FakeComfyUI:
             "history_deletes": list(self._history_deletes),
             "rejected": self._rejected,
             "uploads": list(self._uploads),
+            "requests": list(self._requests),
             "restarts": self._restarts,
             "previews_sent": {str(kind): count for kind, count in self._previews_sent.items()},
             "queue_remaining": self._queue_remaining(),
@@ -1042,6 +1046,15 @@ class FakeComfyUI:
             "pending": [e[2].prompt_id for e in sorted(self._pending)],
             "sockets": sorted(self._sockets),
         }
+
+    @property
+    def requests(self) -> list[str]:
+        """`"METHOD /path"` of every API request served so far (not /_standin/*), oldest first."""
+        return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the request log (a test looks at one job's requests only)."""
+        self._requests.clear()
 
     @property
     def history(self) -> dict[str, dict[str, Any]]:
@@ -1093,6 +1106,7 @@ class FakeComfyUI:
             app.router.add_route(method, "/api" + path, handler)
         app.router.add_get("/", self._index)
         app.router.add_get("/_standin/stats", self._ctl_stats)
+        app.router.add_get("/_standin/requests", self._ctl_requests)
         app.router.add_get("/_standin/config", self._ctl_get_config)
         app.router.add_post("/_standin/config", self._ctl_config)
         app.router.add_post("/_standin/restart", self._ctl_restart)
@@ -1102,6 +1116,8 @@ class FakeComfyUI:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not request.path.startswith("/_standin/"):
+            self._requests.append(f"{request.method} {request.path}")
         if not request.path.startswith("/_standin/") and time.monotonic() < self.config.unhealthy_until():
             # What a proxy in front of a dead or booting ComfyUI says.
             return web.Response(status=503, body=_UNHEALTHY_HTML, content_type="text/html")
@@ -2067,6 +2083,9 @@ class FakeComfyUI:
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
         return _json(self.stats())
+
+    async def _ctl_requests(self, request: web.Request) -> web.Response:
+        return _json(self.requests)
 
     async def _ctl_get_config(self, request: web.Request) -> web.Response:
         return _json(self.config.to_dict())

@@ -43,6 +43,7 @@ from comfykube.comfyui.models import (
     QueueSnapshot,
     UploadedImage,
 )
+from comfykube.comfyui.multipart import MultipartFile
 from comfykube.comfyui.schema import ServerChoice, combo_values, input_spec
 from comfykube.comfyui.transport import (
     describe_transport_error,
@@ -435,6 +436,7 @@ class ComfyClient:
         poll_interval: float = 2.0,
         unreachable_grace: float | None = None,
         poll_first: bool = True,
+        frames_complete: bool = False,
     ) -> HistoryEntry:
         """Wait for the prompt's end (WS + polling); see `follow.follow_prompt`."""
         return await follow_prompt(
@@ -450,6 +452,7 @@ class ComfyClient:
             unreachable_grace=unreachable_grace,
             refused_grace=self.refused_grace,
             poll_first=poll_first,
+            frames_complete=frames_complete,
         )
 
     # ----------------------------------------------------------------- uploads
@@ -462,7 +465,7 @@ class ComfyClient:
         subfolder: str = "",
         content_type: str = "application/octet-stream",
     ) -> UploadedImage:
-        """POST /upload/image (multipart, streamed from `path`) into `subfolder` of ComfyUI's input folder.
+        """POST /upload/image (multipart, streamed: multipart.py) into `subfolder` of ComfyUI's input folder.
 
         `overwrite=false`: ComfyUI keeps a same-named file with the same bytes and answers
         the same name, and renames one with other bytes (`init (1).png`, capture 85), so the
@@ -470,16 +473,15 @@ class ComfyClient:
         ComfyUI stores anything (capture 86): check the file before uploading it.
         """
         url = self.url("/upload/image")
-        data = {"type": "input", "subfolder": subfolder, "overwrite": "false"}
+        fields = {"type": "input", "subfolder": subfolder, "overwrite": "false"}
+        form = MultipartFile(path, "image", filename=filename, content_type=content_type, fields=fields)
         try:
-            # The file is read in chunks while the request streams; never whole in memory.
-            with open(path, "rb") as handle:  # noqa: ASYNC230 - local file, read one chunk at a time
-                response = await self.http.post(
-                    url,
-                    data=data,
-                    files={"image": (filename, handle, content_type)},
-                    timeout=self.download_timeout,
-                )
+            response = await self.http.post(
+                url,
+                content=form.chunks(),
+                headers=form.headers(),
+                timeout=self.download_timeout,
+            )
         except httpx.HTTPError as exc:
             raise unavailable("POST", url, describe_transport_error(exc)) from None
         if response.status_code in (408, 429) or response.status_code >= 500:

@@ -78,10 +78,15 @@ class ProgressEvent(Event):
 
 @dataclass(frozen=True)
 class Executed(Event):
-    """`executed`: an output node finished; `images` as ComfyUI lists them."""
+    """`executed`: an output node finished; `images` as ComfyUI lists them, `output` whole.
+
+    `output` is the node's UI output exactly as `/history` lists it under `outputs`
+    (images, gifs, audio, the `animated` flags), so the files can be read from it.
+    """
 
     node: str | None = None
     images: tuple[dict[str, Any], ...] = ()
+    output: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -246,6 +251,7 @@ def parse_message(kind: str, data: dict[str, Any]) -> Event:
             prompt_id,
             node=_str_or_none(data.get("node")),
             images=tuple(i for i in images or () if isinstance(i, dict)),
+            output=output if isinstance(output, dict) else {},
         )
     if kind == "execution_success":
         return ExecutionSuccess(prompt_id)

@@ -3,7 +3,11 @@
 The WebSocket gives progress and a quick "done"; the poll is the backstop
 because sockets stall while HTTP works, frames are lost across reconnects, and
 only `/history` + `/queue` can tell "finished", "waiting" and "lost" apart.
-The result always comes from `/history` (the WS never decides the outcome).
+A success the WebSocket saw whole (subscribed before our own submission, no
+reconnect since) is taken from its `executed` frames, which name every output
+file exactly as `/history` would: no round trip. Anything else (an error, an
+interrupt, attaching to a prompt, a reconnect, a success without files) is
+read from `/history`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,20 @@ from typing import Any, Protocol
 from comfykube.clock import Clock
 from comfykube.comfyui.events import (
     Event,
+    Executed,
     Executing,
     ExecutionCached,
     ExecutionStart,
+    ExecutionSuccess,
     PreviewImage,
     ProgressEvent,
     Reconnected,
 )
-from comfykube.comfyui.history import outcome
+from comfykube.comfyui.history import outcome, output_files
 from comfykube.comfyui.hub import Watch
 from comfykube.comfyui.models import (
     HistoryEntry,
+    OutputImage,
     PreviewCallback,
     ProgressCallback,
     ProgressUpdate,
@@ -94,8 +101,13 @@ async def follow_prompt(
     unreachable_grace: float | None = None,
     refused_grace: float | None = None,
     poll_first: bool = True,
+    frames_complete: bool = False,
 ) -> HistoryEntry:
     """Wait for `prompt_id` to finish and return its successful history entry.
+
+    `frames_complete` says every frame of the prompt reaches `watch` (it was subscribed
+    with the socket up before the prompt was submitted): a success is then built from the
+    `executed` frames unless the socket reconnects in between.
 
     Raises ExecutionFailed / Interrupted (from history), PromptLost (absent from
     `/queue` and `/history` for `lost_polls` consecutive polls), DeadlineExceeded
@@ -110,6 +122,7 @@ async def follow_prompt(
     frame, do the work elsewhere): it runs between frames, and a failure in it is logged.
     """
     reporter = _Reporter(on_progress)
+    files: dict[str, list[OutputImage]] = {}  # node id -> the files its `executed` frame named
     lost = 0
     fast_left = 0
     # Poll at once when attaching (the prompt may be finished already); right after our own
@@ -177,6 +190,15 @@ async def follow_prompt(
                 except Exception:  # a preview must never cost the render
                     log.warning("preview callback failed", exc_info=True)
             continue
+        if isinstance(event, Reconnected):
+            frames_complete = False  # frames sent while it was down are gone
+        elif isinstance(event, Executed) and event.node is not None:
+            files[event.node] = output_files(event.node, event.output)
+        elif isinstance(event, ExecutionSuccess) and frames_complete:
+            named = tuple(image for listed in files.values() for image in listed)
+            if named:
+                await reporter.flush()
+                return HistoryEntry(prompt_id=prompt_id, status_str="success", completed=True, images=named)
         if _apply(event, reporter):
             next_poll = clock.now()
             fast_left = FAST_POLLS

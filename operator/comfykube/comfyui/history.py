@@ -50,29 +50,8 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
         if isinstance(item, list | tuple) and len(item) == 2 and isinstance(item[0], str):
             messages.append((item[0], item[1] if isinstance(item[1], dict) else {}))
     images: list[OutputImage] = []
-    outputs = _as_dict(raw.get("outputs"))
-    for node_id, output in outputs.items():
-        if not isinstance(output, dict):
-            continue
-        flags = output.get("animated")
-        flags = flags if isinstance(flags, list) else []
-        for listed_under in OUTPUT_LISTS:
-            items = output.get(listed_under)
-            for position, image in enumerate(items if isinstance(items, list) else ()):
-                if isinstance(image, dict) and image.get("filename"):
-                    images.append(
-                        OutputImage(
-                            filename=str(image["filename"]),
-                            subfolder=str(image.get("subfolder") or ""),
-                            type=str(image.get("type") or "output"),
-                            node_id=str(node_id),
-                            listed_under=listed_under,
-                            # `animated` runs parallel to `images` (captures 91, 93).
-                            animated=listed_under == "images"
-                            and position < len(flags)
-                            and flags[position] is True,
-                        )
-                    )
+    for node_id, output in _as_dict(raw.get("outputs")).items():
+        images.extend(output_files(str(node_id), output))
     prompt = raw.get("prompt")
     number = prompt[0] if isinstance(prompt, list) and prompt and isinstance(prompt[0], int | float) else None
     status_str = status.get("status_str")
@@ -87,6 +66,31 @@ def parse_history(prompt_id: str, body: Any) -> HistoryEntry | None:
         messages=tuple(messages),
         number=number,
     )
+
+
+def output_files(node_id: str, output: Any) -> list[OutputImage]:
+    """The files one node's UI output names (a history entry's `outputs[node]`, a WS `executed` frame's `output`)."""
+    if not isinstance(output, dict):
+        return []
+    flags = output.get("animated")
+    flags = flags if isinstance(flags, list) else []
+    files: list[OutputImage] = []
+    for listed_under in OUTPUT_LISTS:
+        items = output.get(listed_under)
+        for position, image in enumerate(items if isinstance(items, list) else ()):
+            if isinstance(image, dict) and image.get("filename"):
+                files.append(
+                    OutputImage(
+                        filename=str(image["filename"]),
+                        subfolder=str(image.get("subfolder") or ""),
+                        type=str(image.get("type") or "output"),
+                        node_id=node_id,
+                        listed_under=listed_under,
+                        # `animated` runs parallel to `images` (captures 91, 93).
+                        animated=listed_under == "images" and position < len(flags) and flags[position] is True,
+                    )
+                )
+    return files
 
 
 def parse_queue(body: Any) -> QueueSnapshot:

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import io
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 from comfykube import tempfiles
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 384
 #: WebP quality: small files, good enough for a preview.
 QUALITY = 78
+#: WebP effort (0-6): 2 encodes a 384 px preview in about half the time of 4 for ~4 % more bytes.
+METHOD = 2
 #: Images larger than this many pixels are not decoded for a thumbnail (decompression bombs).
 MAX_SOURCE_PIXELS = 64_000_000
 CONTENT_TYPE = "image/webp"
@@ -55,7 +57,7 @@ def render_thumbnail(source: Path, target: Path, max_side: int = MAX_SIDE) -> tu
         # Keep transparency where there is some; everything else becomes plain RGB.
         frame = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
         frame.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        frame.save(target, "WEBP", quality=QUALITY, method=4)
+        frame.save(target, "WEBP", quality=QUALITY, method=METHOD)
     data = target.read_bytes()
     return len(data), hashlib.sha256(data).hexdigest()
 
@@ -88,23 +90,46 @@ async def store_thumbnail(
     metadata: Mapping[str, str] | None = None,
     tmp_dir: Path | None = None,
     content_type: str = "image/png",
+    after: Awaitable[object] | None = None,
+    work_dir: Path | None = None,
 ) -> str | None:
     """Make and store the thumbnail of the image at `source` (stored as `key`); its key, or None.
 
     Never raises for a bad image or a storage problem: the image itself is stored and
     verified already, a missing preview must not fail the job. Outputs that are not
-    pictures (`content_type` not image/*: videos, sounds) get none.
+    pictures (`content_type` not image/*: videos, sounds) get none. With `after` the
+    preview is made at once but stored only once `after` is done (the original stored
+    and verified: the caller runs both side by side and cancels this when that fails).
+    The preview file is written in `work_dir` (the caller's temporary directory, which
+    it removes) or else in a temporary directory of its own under `tmp_dir`.
     """
     if not content_type.startswith("image/"):
         return None
     thumb = thumbnail_key(key)
+    if work_dir is not None:
+        return await _make_and_store(store, source, key, thumb, work_dir, metadata, after)
     with tempfiles.job_dir(tmp_dir) as tmp:  # named by pid: swept at start-up if we are killed
-        target = Path(tmp) / "thumb.webp"
+        return await _make_and_store(store, source, key, thumb, Path(tmp), metadata, after)
+
+
+async def _make_and_store(
+    store: ObjectStore,
+    source: Path,
+    key: str,
+    thumb: str,
+    work_dir: Path,
+    metadata: Mapping[str, str] | None,
+    after: Awaitable[object] | None,
+) -> str | None:
+    target = work_dir / thumb.rpartition("/")[2]
+    try:
         try:
             size, sha256 = await asyncio.to_thread(render_thumbnail, source, target)
         except Exception as exc:  # Pillow raises many kinds for unreadable input
             log.info("no thumbnail for %s: %s", key, exc)
             return None
+        if after is not None:
+            await after
         try:
             await store.put_verified(
                 thumb, target, size=size, sha256=sha256, content_type=CONTENT_TYPE, metadata=metadata
@@ -112,6 +137,8 @@ async def store_thumbnail(
         except (JobError, OSError, ValueError) as exc:
             log.warning("could not store the thumbnail of %s: %s", key, exc)
             return None
+    finally:
+        target.unlink(missing_ok=True)
     return thumb
 
 
