@@ -222,8 +222,9 @@ async def _one_attempt(
             return backend == pinned
         return pool is None or pool.has_checkpoint(backend, checkpoint)
 
-    if not ctx.scheduler.has_room(eligible) and writer.phase == Phase.PENDING:
-        await writer.set({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
+    if not ctx.scheduler.has_room(eligible) and writer.target_phase == Phase.PENDING:
+        # Staged: a job that gets its slot within a second never writes this.
+        await writer.soon({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
 
     remaining = max(0.0, deadline_at - ctx.clock.now())
     waiting = asyncio.create_task(_explain_wait(ctx, writer)) if pool is not None else None
