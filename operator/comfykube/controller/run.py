@@ -17,7 +17,7 @@ from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
 from comfykube.controller.shard import Selector
-from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
+from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX, LABEL_FINISHED
 from comfykube.settings import Settings, describe_settings_error
 from comfykube.types import API_GROUP, PLURAL
 
@@ -61,9 +61,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 30
     settings.scanning.disabled = True  # no cluster-wide discovery of CRDs needed: we know ours
     selector: Selector = _state.get("selector") or Selector.parse(None)
-    if selector:
-        # Server-side: kopf lists and watches only this shard's jobs, so it never touches another's.
-        settings.watching.label_selectors[API_GROUP, PLURAL] = selector.text
+    # Server-side: kopf lists and watches only this shard's jobs, so it never touches another's,
+    # and only those not released as finished (release.py), so a restart does not walk them all.
+    settings.watching.label_selectors[API_GROUP, PLURAL] = ",".join(
+        part for part in (selector.text, f"!{LABEL_FINISHED}") if part
+    )
 
 
 @kopf.on.startup()

@@ -19,7 +19,7 @@ from typing import Any
 from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
 from comfykube.comfyui.transport import BackendRefused
-from comfykube.controller import maintenance
+from comfykube.controller import maintenance, release
 from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.status import ObjectGone, StatusNotWritten, StatusWriter
@@ -183,9 +183,14 @@ async def _attempts(
 
 
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
-    """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
+    """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh).
+
+    Then take it out of kopf's watch (`release.py`): a finished job costs kopf nothing more.
+    """
     await writer.finish(status)
     maintenance.track(ctx, {"metadata": body.get("metadata"), "spec": body.get("spec"), "status": writer.status.wire()})
+    if writer.last_object is not None:
+        await release.release(ctx.api, writer.last_object)
 
 
 async def _one_attempt(

@@ -108,6 +108,8 @@ class StatusWriter:
         #: The last phase an Event was posted for (staged phases are announced when they happen).
         self._announced = self.status.phase
         self._background: set[asyncio.Task[None]] = set()
+        #: The object as the API server answered the last write (None before one).
+        self.last_object: dict[str, Any] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -251,13 +253,15 @@ class StatusWriter:
             # Validated by the model: a wrong value fails here, not at the API server.
             updated = ImageJobStatus.model_validate({**dict(self.status), **changes})
             try:
-                await self._patch(updated.wire_fields(changes))
+                answer = await self._patch(updated.wire_fields(changes))
             except ApiException as exc:
                 if exc.status == 404:
                     raise ObjectGone() from None
                 raise
             self._last_write = time.monotonic()
             self.status = updated
+            if isinstance(answer, dict):
+                self.last_object = answer
 
     async def _announce(self, old: Phase, new: Phase, message: str, reason: str | None = None) -> None:
         if old != new and self._claim(new):
