@@ -7,6 +7,9 @@ ComfyUI stand-in (slow prompts, so jobs stay in flight) runs in a thread. The jo
 created before the operator starts, as after a restart. Figures, for the full size and for
 a small one (`--small` finished, the same ratio of unfinished) so that growth is visible:
 
+The finished jobs are as this operator leaves them (released: `controller/release.py`), or with
+`--unreleased` as an older one did (finalizer, kopf annotation: every one in kopf's watch).
+
 1. start-up: operator process start → every unfinished job submitted to ComfyUI (kopf's
    list, one daemon per job, the pipeline's lookup and submission), target ≤ 10 s for
    5,000 + 200; and the operator CPU seconds spent until then;
@@ -32,6 +35,7 @@ import yaml
 from bench.bench_operator import api_requests
 from comfykube.controller.run import FINALIZER
 from comfykube.kube import KubeApi
+from comfykube.names import LABEL_FINISHED
 from tests.harness import REPO, OperatorProcess, operator_env
 from tests.standins.comfyui import run_in_thread
 from tests.standins.kube_plugin import start_kube_subprocess
@@ -56,8 +60,12 @@ def as_handled(obj: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": dict(patch["metadata"])}
 
 
-async def populate(namespace: str, finished: int, running: int) -> None:
-    """`finished` Succeeded jobs (with an image each) and `running` Queued ones, as left by an operator."""
+async def populate(namespace: str, finished: int, running: int, *, unreleased: bool = False) -> None:
+    """`finished` Succeeded jobs (with an image each) and `running` Queued ones, as left by an operator.
+
+    Finished jobs are released (labelled finished, no finalizer: `controller/release.py`), or with
+    `unreleased` as an operator before that left them (finalizer and kopf's annotation).
+    """
     api = await KubeApi.connect()
     sem = asyncio.Semaphore(32)
 
@@ -65,9 +73,13 @@ async def populate(namespace: str, finished: int, running: int) -> None:
         async with sem:
             name = f"old{i:05d}"
             body = manifest(name)
-            body["metadata"]["finalizers"] = [FINALIZER]
+            if unreleased:
+                body["metadata"]["finalizers"] = [FINALIZER]
+            else:
+                body["metadata"]["labels"][LABEL_FINISHED] = "true"
             created = await api.create(namespace, body)
-            await api.patch(namespace, name, as_handled(created))
+            if unreleased:
+                await api.patch(namespace, name, as_handled(created))
             await api.patch_status(namespace, name, {
                 "phase": "Succeeded", "reason": "Succeeded", "message": "1 image(s) stored",
                 "completionTime": "2026-11-28T00:00:00Z", "imageCount": 1,
@@ -135,6 +147,8 @@ def main() -> None:
     parser.add_argument("--finished", type=int, default=5000)
     parser.add_argument("--running", type=int, default=200)
     parser.add_argument("--small", type=int, default=1000, help="finished jobs of the small run (0: skip it)")
+    parser.add_argument("--unreleased", action="store_true",
+                        help="finished jobs as an operator before release.py left them (the first start after it)")
     args = parser.parse_args()
     crd = yaml.safe_load((REPO / "crds" / "imagejob.yaml").read_text(encoding="utf-8"))
     sizes = [(args.finished, args.running)]
@@ -152,7 +166,7 @@ def main() -> None:
                 namespace = f"scale{finished}"
                 kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
                 t0 = time.monotonic()
-                asyncio.run(populate(namespace, finished, running))
+                asyncio.run(populate(namespace, finished, running, unreleased=args.unreleased))
                 print(f"  populated {finished} finished + {running} unfinished in {time.monotonic() - t0:.0f} s",
                       flush=True)
                 results.append((finished, running, measure(kube, nanio, comfy, Path(tmp), namespace, running)))

@@ -20,6 +20,7 @@ from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.scheduler import Scheduler
 from comfykube.kube import KubeApi
+from comfykube.names import FINALIZER, LABEL_FINISHED
 from comfykube.settings import DEFAULT_WORKFLOWS_DIR
 from comfykube.storage import MinioStore
 from comfykube.workflows import WorkflowLibrary
@@ -128,5 +129,39 @@ async def test_unfinished_jobs_are_not_tracked(kube_api_inprocess: Any, s3_setti
     try:
         maintenance.track(ctx, {"metadata": {"namespace": "default", "name": "busy"}, "status": {"phase": "Running"}})
         assert ctx.finished == {}
+    finally:
+        await ctx.api.close()
+
+
+async def test_resync_releases_finished_jobs_and_unlabels_unfinished_ones(
+    kube_api_inprocess: Any, s3_settings: Any
+) -> None:
+    """Finished jobs an older operator left (with the finalizer) are released; deleteWithJob ones keep it;
+    a job labelled finished that is not finished loses the label (else kopf would never run it)."""
+    fake = kube_api_inprocess
+    ctx = await context(fake, s3_settings, ManualClock())
+    try:
+        for name, spec, labels in (
+            ("old", {"prompt": "fox"}, {}),
+            ("keeps", {"prompt": "fox", "output": {"deleteWithJob": True}}, {}),
+            ("claims", {"prompt": "fox"}, {LABEL_FINISHED: "true"}),
+        ):
+            fake.create_object(IMAGEJOBS, {"apiVersion": "comfykube.dev/v1alpha1", "kind": "ImageJob",
+                                           "metadata": {"name": name, "namespace": "default", "labels": labels,
+                                                        "finalizers": [FINALIZER, "other.dev/keep"]},
+                                           "spec": spec})
+        for name in ("old", "keeps"):
+            await ctx.api.patch_status("default", name,
+                                       {"phase": "Succeeded", "completionTime": rfc3339_now(ctx.clock)})
+        ctx.namespaces = ["default"]
+        await maintenance.resync(ctx)
+        old, keeps, claims = [await ctx.api.get("default", name) for name in ("old", "keeps", "claims")]
+        assert old is not None and keeps is not None and claims is not None
+        assert old["metadata"]["labels"] == {LABEL_FINISHED: "true"}
+        assert old["metadata"]["finalizers"] == ["other.dev/keep"]  # only ours is dropped
+        assert LABEL_FINISHED not in (keeps["metadata"].get("labels") or {})
+        assert FINALIZER in keeps["metadata"]["finalizers"]  # its deletion still deletes the images
+        assert LABEL_FINISHED not in (claims["metadata"].get("labels") or {})
+        assert set(ctx.finished) == {("default", "old"), ("default", "keeps")}
     finally:
         await ctx.api.close()

@@ -281,3 +281,25 @@ def test_download_dirs_a_killed_operator_left_are_swept_at_start(
         assert not stale.exists() and kept.is_dir()
     finally:
         proc.stop()
+
+
+def test_a_finished_job_leaves_the_watch_and_is_deleted_at_once(
+    cluster: Any, operator: OperatorProcess, namespace: str
+) -> None:
+    """Released when finished: labelled, without the finalizer, so deleting it waits for nobody;
+    a job whose deletion deletes its images keeps the finalizer (and kopf's watch)."""
+    create(cluster, namespace, job_manifest("released"))
+    create(cluster, namespace, job_manifest("kept", output={"deleteWithJob": True}))
+    wait_phase(cluster, namespace, "released", {"Succeeded"}, timeout=60)
+    wait_phase(cluster, namespace, "kept", {"Succeeded"}, timeout=60)
+
+    def released() -> bool:
+        meta = get_job(cluster, namespace, "released")["metadata"]
+        return (meta.get("labels") or {}).get("comfykube.dev/finished") == "true" and not meta.get("finalizers")
+
+    wait_until(released, timeout=10, what="the finished job released")
+    kept = get_job(cluster, namespace, "kept")["metadata"]
+    assert "comfykube.dev/finalizer" in kept["finalizers"]
+    assert "comfykube.dev/finished" not in (kept.get("labels") or {})
+    cluster.kubectl("delete", "imagejob", "released", "-n", namespace, "--timeout=10s", timeout=20)
+    assert cluster.kubectl("get", "imagejob", "released", "-n", namespace, check=False).returncode != 0

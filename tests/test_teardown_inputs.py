@@ -49,3 +49,14 @@ async def test_a_deleted_job_takes_its_own_uploaded_inputs_and_nothing_else(tmp_
     assert await store.stat("ns/inputs/fox/init.png") is None
     assert await store.stat("ns/inputs/fox-2/init.png") is not None  # a prefix, not a string match
     assert await store.stat("ns/shared/a.png") is not None
+
+
+def test_a_finished_job_with_uploaded_inputs_keeps_its_finalizer() -> None:
+    """Releasing a finished job drops the finalizer; not when deleting it still has inputs to delete."""
+    from comfykube.controller.release import releasable
+
+    own = body("fox", [{"name": "init", "s3Key": "ns/inputs/fox/init.png"}])
+    shared = body("cat", [{"name": "init", "s3Key": "ns/shared/a.png"}])
+    assert not releasable(own)  # its deletion deletes ns/inputs/fox/: kopf must still see it
+    assert releasable(shared)
+    assert not releasable({**shared, "spec": {**shared["spec"], "output": {"deleteWithJob": True}}})

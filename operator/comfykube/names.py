@@ -23,6 +23,8 @@ LABEL_CHANNEL = f"{API_GROUP}/channel"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 #: The label the chart's operator shards select on by convention (`--selector comfykube.dev/shard=a`).
 LABEL_SHARD = f"{API_GROUP}/shard"
+#: On finished jobs the operator released (no finalizer); kopf's watch leaves them out.
+LABEL_FINISHED = f"{API_GROUP}/finished"
 #: Value of LABEL_MANAGED_BY on jobs the bot created.
 MANAGED_BY_BOT = "comfykube-bot"
 
@@ -51,6 +53,7 @@ __all__ = [
     "FINALIZER",
     "KOPF_ANNOTATION_PREFIX",
     "LABEL_CHANNEL",
+    "LABEL_FINISHED",
     "LABEL_GUILD",
     "LABEL_MANAGED_BY",
     "LABEL_REQUESTER",

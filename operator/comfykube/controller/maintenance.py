@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfykube.clock import parse_time, rfc3339
+from comfykube.controller import release
 from comfykube.controller.context import OperatorContext
 from comfykube.types import TERMINAL_PHASES, ImageJobStatus
 
@@ -74,6 +75,13 @@ async def resync(ctx: OperatorContext) -> None:
     for obj in objects:
         if ctx.selector.matches((obj.get("metadata") or {}).get("labels")):
             track(ctx, obj)
+            # The label that keeps finished jobs out of kopf's watch is a claim: take it off a
+            # job that is not finished (kopf then runs it), and release the finished jobs an
+            # older operator left in the watch with the finalizer (once, after an upgrade).
+            if release.wrongly_labelled(obj):
+                await release.unlabel(ctx.api, obj)
+            elif release.releasable(obj):
+                await release.release(ctx.api, obj)
 
 
 async def run(ctx: OperatorContext, interval: float = 10.0) -> None:

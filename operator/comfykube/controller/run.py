@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -16,7 +17,7 @@ from comfykube.controller import handlers, maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.discovery import follow_service
 from comfykube.controller.shard import Selector
-from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX
+from comfykube.names import FINALIZER, KOPF_ANNOTATION_PREFIX, LABEL_FINISHED
 from comfykube.settings import Settings, describe_settings_error
 from comfykube.types import API_GROUP, PLURAL
 
@@ -25,14 +26,34 @@ log = logging.getLogger(__name__)
 _state: dict[str, Any] = {}
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff base that is always "nothing changed": for handlers that never look at diffs.
+
+    With it, kopf sees every event as a no-op change (or a resume) except deletions, which
+    it detects from `deletionTimestamp` before any diff; that is all `on.delete` needs.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """Nothing of the object is tracked."""
+        return cast(kopf.BodyEssence, {})  # a fresh one: kopf may edit what it gets
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        """As if the object had been handled as it is now."""
+        return cast(kopf.BodyEssence, {})  # a fresh one: kopf may edit what it gets
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        """Nothing to store."""
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf settings for a job-like resource (see docs/operator.md for why)."""
     settings.persistence.finalizer = FINALIZER
     # Keep kopf's bookkeeping out of .status: the status is ours and shown to users.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    # No create/update/resume handlers, so no diff is ever needed: kopf's default would write a
+    # last-handled-configuration annotation on every job (one patch, and one more watch event)
+    # and deep-copy every object on every watch event to compare with it.
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING  # our own Events are posted explicitly
     settings.watching.server_timeout = 300  # silently dead streams reconnect
     settings.watching.client_timeout = 330
@@ -40,9 +61,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.networking.request_timeout = 30
     settings.scanning.disabled = True  # no cluster-wide discovery of CRDs needed: we know ours
     selector: Selector = _state.get("selector") or Selector.parse(None)
-    if selector:
-        # Server-side: kopf lists and watches only this shard's jobs, so it never touches another's.
-        settings.watching.label_selectors[API_GROUP, PLURAL] = selector.text
+    # Server-side: kopf lists and watches only this shard's jobs, so it never touches another's,
+    # and only those not released as finished (release.py), so a restart does not walk them all.
+    settings.watching.label_selectors[API_GROUP, PLURAL] = ",".join(
+        part for part in (selector.text, f"!{LABEL_FINISHED}") if part
+    )
 
 
 @kopf.on.startup()

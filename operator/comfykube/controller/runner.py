@@ -19,7 +19,7 @@ from typing import Any
 from comfykube import metrics
 from comfykube.clock import now_rfc3339, parse_time
 from comfykube.comfyui.transport import BackendRefused
-from comfykube.controller import maintenance
+from comfykube.controller import maintenance, release
 from comfykube.controller.chaining import resolve_from_jobs
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.previews import PreviewPublisher
@@ -214,9 +214,14 @@ async def _attempts(
 
 
 async def _finish(ctx: OperatorContext, body: dict[str, Any], writer: StatusWriter, status: ImageJobStatus) -> None:
-    """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh)."""
+    """Write the terminal status and hand the job to the maintenance loop (TTL, URL refresh).
+
+    Then take it out of kopf's watch (`release.py`): a finished job costs kopf nothing more.
+    """
     await writer.finish(status)
     maintenance.track(ctx, {"metadata": body.get("metadata"), "spec": body.get("spec"), "status": writer.status.wire()})
+    if writer.last_object is not None:
+        await release.release(ctx.api, writer.last_object)
 
 
 async def _one_attempt(
@@ -261,8 +266,9 @@ async def _one_attempt(
             return backend == pinned
         return pool is None or pool.has_checkpoint(backend, checkpoint)
 
-    if not ctx.scheduler.has_room(eligible) and writer.phase == Phase.PENDING:
-        await writer.set({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
+    if not ctx.scheduler.has_room(eligible) and writer.target_phase == Phase.PENDING:
+        # Staged: a job that gets its slot within a second never writes this.
+        await writer.soon({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
 
     remaining = max(0.0, deadline_at - ctx.clock.now())
     waiting = asyncio.create_task(_explain_wait(ctx, writer)) if pool is not None else None

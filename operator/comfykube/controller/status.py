@@ -1,12 +1,24 @@
 """Writing an ImageJob's status: throttled progress, immediate transitions, conditions.
 
 Progress arrives once per sampler step; writing each one would flood the API
-server. Phase changes are written at once (and announced with an Event);
-progress within a phase is coalesced to about one write per second per job.
+server, and every write also comes back to the operator as a watch event that
+kopf processes (most of the operator's CPU per job). So:
+
+- what must be on record at once is written at once: a submission (the count
+  guards against rendering a prompt twice), a notice, a retry, the terminal
+  status;
+- the in-between phases (Pending details, Queued while waiting for a slot,
+  Running, Uploading) and progress are staged and written together at most once
+  per `min_interval` (1 s): a job that takes less than that goes from its
+  submission write straight to its terminal one. Their Events are posted when
+  they happen (in the background, so the pipeline does not wait on them), not
+  when the status catches up: `Running` and `Uploading` Events date the phases
+  (the gallery's timings read them);
+- a terminal status is announced only after its write was confirmed by the
+  API server.
 
 Everything goes through `ImageJobStatus` (types.py): changes are named by the
-model's fields, validated by it, and turned into camelCase by it. A transition
-is announced only after its write was confirmed by the API server.
+model's fields, validated by it, and turned into camelCase by it.
 """
 
 from __future__ import annotations
@@ -89,9 +101,18 @@ class StatusWriter:
         self.status = status if status is not None else ImageJobStatus()
         self.clock = clock
         self.min_interval = min_interval
+        # The throttle runs on the monotonic clock (a wall-clock step must not stall status
+        # writes); a scaled test clock shortens it as it shortens every other wait.
+        self._interval_real = clock.real_seconds(min_interval)
         self.retry_delay = retry_delay
         self._pending: dict[str, Any] = {}
-        self._last_write = 0.0
+        #: The throttle starts with the writer: the first staged change waits for company.
+        self._last_write = time.monotonic()
+        #: The last phase an Event was posted for (staged phases are announced when they happen).
+        self._announced = self.status.phase
+        self._background: set[asyncio.Task[None]] = set()
+        #: The object as the API server answered the last write (None before one).
+        self.last_object: dict[str, Any] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -99,6 +120,11 @@ class StatusWriter:
     def phase(self) -> Phase:
         """The phase as last written."""
         return self.status.phase
+
+    @property
+    def target_phase(self) -> Phase:
+        """The phase the job is in: the staged one, else the one last written."""
+        return Phase(self._pending.get("phase", self.status.phase))
 
     async def set(self, fields: dict[str, Any], *, reason: str = "", message: str | None = None) -> None:
         """Write fields (by `ImageJobStatus` attribute name) now; a phase change also updates
@@ -122,11 +148,12 @@ class StatusWriter:
         self._pending.update(fields)
 
     async def on_event(self, event: PipelineEvent) -> None:
-        """Pipeline reporter: transitions at once, progress at most once per interval."""
-        if event.phase == Phase.PENDING and self.phase != Phase.PENDING:
+        """Pipeline reporter: submissions and notices at once, the rest staged (see the module doc)."""
+        current = self.target_phase
+        if event.phase == Phase.PENDING and current != Phase.PENDING:
             # The pipeline starts every attempt in Pending ("checking ComfyUI"); a job the
             # operator already queued must not appear to go backwards.
-            event = dataclasses.replace(event, phase=self.phase)
+            event = dataclasses.replace(event, phase=current)
         fields: dict[str, Any] = {"phase": event.phase}
         if event.message:
             fields["message"] = event.message
@@ -145,16 +172,26 @@ class StatusWriter:
         if event.notice:
             await self.set(fields)
             await self._emit("Warning", event.notice, event.message)
-            if event.phase == self.phase:
-                return
-        if event.phase != self.phase:
-            await self.set(fields, reason=event.phase.value)
             return
         if "submissions" in fields and fields["submissions"] != self.status.submissions:
             await self.set(fields)  # a submission must be on record before anything else happens
             return
-        self._pending.update(fields)
-        wait = self.min_interval - (time.monotonic() - self._last_write)
+        await self.soon(fields)
+
+    async def soon(self, fields: dict[str, Any]) -> None:
+        """Stage fields (a phase among them, perhaps) for a write within `min_interval`.
+
+        A phase change is announced at once, in the background; the write carries
+        whatever else was staged by then.
+        """
+        current = self.target_phase
+        self.stage(fields)
+        new = self.target_phase
+        if new != current and self._claim(new):
+            task = asyncio.create_task(self._post(new, fields.get("message") or ""))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        wait = self._interval_real - (time.monotonic() - self._last_write)
         if wait <= 0:
             await self.set({})
         elif self._flusher is None or self._flusher.done():
@@ -203,6 +240,8 @@ class StatusWriter:
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        while (left := self._interval_real - (time.monotonic() - self._last_write)) > 0:
+            await asyncio.sleep(left)  # another write went out meanwhile: the interval starts again
         if self._pending:
             try:
                 await self.set({})
@@ -220,17 +259,28 @@ class StatusWriter:
             # Validated by the model: a wrong value fails here, not at the API server.
             updated = ImageJobStatus.model_validate({**dict(self.status), **changes})
             try:
-                await self._patch(updated.wire_fields(changes))
+                answer = await self._patch(updated.wire_fields(changes))
             except ApiException as exc:
                 if exc.status == 404:
                     raise ObjectGone() from None
                 raise
             self._last_write = time.monotonic()
             self.status = updated
+            if isinstance(answer, dict):
+                self.last_object = answer
 
     async def _announce(self, old: Phase, new: Phase, message: str, reason: str | None = None) -> None:
-        if old == new:
-            return
+        if old != new and self._claim(new):
+            await self._post(new, message, reason)
+
+    def _claim(self, new: Phase) -> bool:
+        """Whether `new` still needs its Event (each phase is announced once in a row)."""
+        if new == self._announced:
+            return False
+        self._announced = new
+        return True
+
+    async def _post(self, new: Phase, message: str, reason: str | None = None) -> None:
         metrics.JOB_TRANSITIONS.labels(new.value).inc()
         if new.terminal:
             metrics.JOBS_FINISHED.labels(new.value, reason or new.value).inc()

@@ -61,12 +61,12 @@ async def on_job_deleted(
         error = await bounded(lambda: ctx.store.delete(key))
         if error is not None:
             log.info("could not delete the live preview %s: %s", key, error)
-    inputs = _own_inputs(meta, spec)
+    inputs = own_inputs(meta, spec)
     if inputs is not None:
         await _delete_prefix(ctx, body, inputs, log)
 
 
-def _own_inputs(meta: dict[str, Any], spec: dict[str, Any]) -> str | None:
+def own_inputs(meta: dict[str, Any], spec: dict[str, Any]) -> str | None:
     """The job's input prefix when one of its `spec.images` is an `s3Key` under it, else None."""
     try:
         prefix = input_prefix(meta.get("namespace", ""), meta.get("name", ""))
