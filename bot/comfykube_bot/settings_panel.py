@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import discord
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -36,6 +36,8 @@ from comfykube_bot.prefs import COUNTS, STEP_CHOICES, PrefsStore, UserPrefs
 from comfykube_bot.render import truncate
 from comfykube_bot.specs import ASPECTS
 from comfykube_bot.submit import Submitter, caller_of, reply
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -162,15 +164,12 @@ class SettingsPanel:
             return
         if not await self._allowed(interaction):
             return
-        try:
+        async def clear() -> bool:
             await self.prefs.reset(interaction.guild_id, interaction.user.id)
-        except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
-            log.error("resetting settings failed: %s", exc)
-            await reply(interaction, "⚠️ I couldn't reset your settings right now. Please try again in a minute.")
-            self._count("reset", "error")
-            return
-        self._count("reset", "ok")
-        await reply(interaction, "♻️ Your settings are back to the defaults.")
+            return True
+
+        if await self._stored(interaction, "reset", clear()):
+            await reply(interaction, "♻️ Your settings are back to the defaults.")
 
     async def component(self, interaction: discord.Interaction[Any], setting: str) -> None:
         """A select choice or a button on the panel."""
@@ -201,15 +200,24 @@ class SettingsPanel:
             return
         await self._save(interaction, setting, change)
 
-    async def _save(self, interaction: discord.Interaction[Any], setting: str, change: Any) -> None:
+    async def _stored(self, interaction: discord.Interaction[Any], setting: str, write: Awaitable[T]) -> T | None:
+        """Await a write of the user's settings; on failure say so, count it and return None."""
         try:
-            prefs = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
+            result = await write
         except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
-            log.error("saving settings failed: %s", exc)
+            log.error("storing settings (%s) failed: %s", setting, exc)
             await reply(interaction, "⚠️ I couldn't save that right now. Please try again in a minute.")
             self._count(setting, "error")
-            return
+            return None
         self._count(setting, "ok")
+        return result
+
+    async def _save(self, interaction: discord.Interaction[Any], setting: str, change: Any) -> None:
+        prefs = await self._stored(
+            interaction, setting, self.prefs.update(interaction.guild_id, interaction.user.id, change)
+        )
+        if prefs is None:
+            return
         try:
             await interaction.edit_original_response(
                 content=panel_text(prefs), view=build_panel(prefs, self._models(interaction))
@@ -244,15 +252,11 @@ class SettingsPanel:
         def change(old: UserPrefs) -> UserPrefs:
             return old.changed(negative=value)
 
-        try:
-            saved = await self.prefs.update(interaction.guild_id, interaction.user.id, change)
-        except (ApiException, OSError, TimeoutError, RuntimeError) as exc:
-            log.error("saving settings failed: %s", exc)
-            await reply(interaction, "⚠️ I couldn't save that right now.")
-            self._count("negative", "error")
-            return
-        self._count("negative", "ok")
-        await reply(interaction, "Saved.\n" + panel_text(saved))
+        saved = await self._stored(
+            interaction, "negative", self.prefs.update(interaction.guild_id, interaction.user.id, change)
+        )
+        if saved is not None:
+            await reply(interaction, "Saved.\n" + panel_text(saved))
 
 
 def negative_modal(prefs: UserPrefs) -> discord.ui.Modal:
