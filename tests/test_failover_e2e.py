@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -100,10 +101,16 @@ def statuses(cluster: Any, namespace: str) -> dict[str, dict[str, Any]]:
 
 
 def submitted_on(cluster: Any, namespace: str, url: str, at_least: int) -> dict[str, dict[str, Any]] | None:
-    """The jobs whose submission to `url` is on record, once there are `at_least` of them."""
+    """The jobs submitted to `url`, once there are `at_least` of them.
+
+    Both sides must say so: the status (a submission is on record before its POST) and the
+    server (it has the prompt), so a job whose POST had not landed yet is not counted.
+    """
+    received = httpx.get(f"{url}/_standin/stats", timeout=5).json()["submissions"]
     found = {
         name: s for name, s in statuses(cluster, namespace).items()
         if s.get("backend") == url and s.get("submissions") and s.get("phase") in ("Queued", "Running")
+        and s.get("promptId") in received
     }
     return found if len(found) >= at_least else None
 
