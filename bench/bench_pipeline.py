@@ -101,10 +101,10 @@ class Probe:
         self._span(store, "presign", "store")
         original = download_module.check_media
 
-        def dimensions(*args: Any) -> Any:
+        def dimensions(*args: Any, **kwargs: Any) -> Any:
             started = time.time()
             try:
-                return original(*args)
+                return original(*args, **kwargs)
             finally:
                 if self.current:
                     self.stamps[self.current]["checks"] += time.time() - started

@@ -54,6 +54,7 @@ from comfykube.errors import (
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import MAX_SIDE as THUMBNAIL_SIDE
 from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
     MAX_OUTPUTS,
@@ -511,7 +512,10 @@ class Pipeline:
         with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
-                downloaded = await self.comfy.download(output, Path(tmp), expected_size=rendered.expected_size)
+                # The check decodes every pixel anyway: it keeps the first frame reduced for the thumbnail.
+                downloaded = await self.comfy.download(
+                    output, Path(tmp), expected_size=rendered.expected_size, preview_side=THUMBNAIL_SIDE
+                )
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
                 started = time.monotonic()
@@ -541,7 +545,7 @@ class Pipeline:
         thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
             metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
-            after=original_stored,
+            after=original_stored, frame=image.preview,
         ))
         try:
             await self.store.put_verified(
