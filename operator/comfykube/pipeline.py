@@ -547,6 +547,9 @@ class Pipeline:
             metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
             after=original_stored, frame=image.preview,
         ))
+        # Signing needs no object (the URL is local computation): done beside the upload, and
+        # handed out only after the upload was verified.
+        presigned = asyncio.create_task(self.store.presign(key, self.presign_expiry_seconds))
         try:
             await self.store.put_verified(
                 key,
@@ -561,10 +564,13 @@ class Pipeline:
                     "source-filename": image.source.filename,
                 },
             )
-            url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
+            url, expires_at = await presigned
         except BaseException:
             thumbnail.cancel()
-            await asyncio.wait({thumbnail})
+            presigned.cancel()
+            await asyncio.wait({thumbnail, presigned})
+            if not presigned.cancelled():
+                presigned.exception()  # retrieved: the upload's error is the one that matters
             raise
         original_stored.set_result(None)
         thumb = await thumbnail
