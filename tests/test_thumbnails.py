@@ -108,3 +108,36 @@ def test_a_large_jpeg_thumbnail_decoded_in_draft_mode_keeps_aspect_and_colour(tm
         assert thumb.size == (MAX_SIDE, MAX_SIDE // 2)
         red, green, blue = thumb.convert("RGB").getpixel((10, 10))  # type: ignore[misc]
         assert abs(red - 10) < 8 and abs(green - 120) < 8 and abs(blue - 200) < 8
+
+
+async def test_an_original_that_fails_its_check_in_the_store_takes_its_thumbnail_with_it(
+    comfyui: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preview is stored beside the original, not after it: a failed original leaves no preview."""
+    import asyncio
+
+    from comfykube.errors import StorageVerificationFailed
+
+    store = LocalStore(tmp_path / "store")
+    job = JobIdentity(namespace="tests", name="thumb", uid=str(uuid.uuid4()))
+    real_put = store.put_verified
+    thumb_file = store.directory / f"tests/thumb/{job.uid}/0.thumb.webp"
+
+    async def failing_original(key: str, path: Path, **kwargs: Any) -> None:
+        if key.endswith(".thumb.webp"):
+            return await real_put(key, path, **kwargs)
+        for _ in range(200):  # fail only once the preview is really stored
+            if thumb_file.exists():
+                break
+            await asyncio.sleep(0.01)
+        assert thumb_file.exists()
+        raise StorageVerificationFailed(f"{key}: the store disagreed (test)")
+
+    monkeypatch.setattr(store, "put_verified", failing_original)
+    spec = ImageJobSpec(prompt="a red fox", width=64, height=64, steps=1, seed=3)
+    async with ComfyClient(comfyui.url, timeout=10) as comfy:
+        pipeline = Pipeline(comfy=comfy, store=store, workflows=WORKFLOWS, poll_interval=0.2)
+        with pytest.raises(StorageVerificationFailed):
+            await pipeline.run(spec, job)
+    assert not thumb_file.exists()
+    assert await store.stat(f"tests/thumb/{job.uid}/0.thumb.webp") is None

@@ -540,12 +540,12 @@ class Pipeline:
         """Upload one checked image, verify it, and presign a URL for it (its thumbnail is made in `work_dir`)."""
         key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
         # The preview (a small WebP for the web gallery; best effort, never fails the job) is
-        # made in a thread while the original is stored, and stored only after it was verified.
-        original_stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # made from the check's decode and stored beside the original (one store round trip
+        # less than one after the other); its key is reported only once the original is
+        # verified, and a failed original takes its preview with it.
         thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
-            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
-            after=original_stored, frame=image.preview,
+            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type, frame=image.preview,
         ))
         # Signing needs no object (the URL is local computation): done beside the upload, and
         # handed out only after the upload was verified.
@@ -565,14 +565,21 @@ class Pipeline:
                 },
             )
             url, expires_at = await presigned
-        except BaseException:
-            thumbnail.cancel()
+        except BaseException as exc:
             presigned.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                # Shutting down: a preview already uploading may still land; the resumed run
+                # stores the same key again.
+                thumbnail.cancel()
+            # Otherwise the preview is let finish (a cancelled upload thread would still store
+            # it), so that what it stored can be deleted.
             await asyncio.wait({thumbnail, presigned})
             if not presigned.cancelled():
                 presigned.exception()  # retrieved: the upload's error is the one that matters
+            stored_preview = None if thumbnail.cancelled() or thumbnail.exception() else thumbnail.result()
+            if stored_preview:
+                await self._discard_thumbnail(stored_preview)
             raise
-        original_stored.set_result(None)
         thumb = await thumbnail
         return StoredImage(
             kind=image.kind,
@@ -588,6 +595,13 @@ class Pipeline:
             url_expires_at=rfc3339(expires_at) if expires_at else None,
             thumbnail_key=thumb,
         )
+
+    async def _discard_thumbnail(self, key: str) -> None:
+        """Best effort: the preview of an original that failed goes too (the error that matters is the original's)."""
+        try:
+            await asyncio.shield(self.store.delete(key))
+        except (JobError, OSError) as exc:
+            log.warning("could not delete the thumbnail %s of a failed image: %s", key, exc)
 
     async def release(self, job: JobIdentity) -> None:
         """Forget the prompt in ComfyUI's history, once the result is persisted."""
