@@ -12,8 +12,9 @@
      known   the stand-in finished → the pipeline knows the outputs (WS frame + /history)
      dl      /view download with the sha256 computed as bytes arrive (minus checks)
      checks  media checks: format, header decode, dimensions (in a thread)
-     store   upload + read-back verification + presign
-     rest    what is left: status reports, temp files, building the result
+     store   upload + verification (ETag, or a read-back) + presign; the presign runs beside
+             the upload, so both spans are added up and `rest` can come out slightly negative
+     rest    what is left: the thumbnail beyond the store, status reports, temp files, the result
 2. a burst of 20 (a) jobs, 4 in flight: wall time ÷ the time ComfyUI spent executing them
    (issue #11 target ≤ 1.10). "Execution time" is what the stand-in reports per prompt
    (started → finished), which includes its own PNG writing;
@@ -101,10 +102,10 @@ class Probe:
         self._span(store, "presign", "store")
         original = download_module.check_media
 
-        def dimensions(*args: Any) -> Any:
+        def dimensions(*args: Any, **kwargs: Any) -> Any:
             started = time.time()
             try:
-                return original(*args)
+                return original(*args, **kwargs)
             finally:
                 if self.current:
                     self.stamps[self.current]["checks"] += time.time() - started

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -155,12 +156,22 @@ async def test_checksum_mismatch_deletes_object(
 async def test_stored_object_mismatch_is_detected(
     s3_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If the read-back disagrees (here: a short object), the object is deleted and the job fails."""
+    """If the read-back disagrees (here: a short object), the object is deleted and the job fails.
+
+    The read-back runs when the server's ETag proves nothing (as with KMS encryption, where it is no MD5).
+    """
     store = MinioStore(s3_settings)
     await store.ensure_ready()
     path, size, sha = make_file(tmp_path, "a.png", png_bytes(5000))
     key = "ns/job/uid/0.png"
     real_stat = store.stat
+    real_upload = store._upload
+
+    def upload_without_md5_etag(*args: Any) -> Any:
+        sent = real_upload(*args)
+        return sent.__class__(**{**sent.__dict__, "etag": "0" * 32})
+
+    monkeypatch.setattr(store, "_upload", upload_without_md5_etag)
 
     async def lying_stat(k: str):  # type: ignore[no-untyped-def]
         info = await real_stat(k)
@@ -172,6 +183,39 @@ async def test_stored_object_mismatch_is_detected(
         await store.put_verified(key, path, size=size, sha256=sha, content_type="image/png")
     monkeypatch.undo()
     assert await store.stat(key) is None
+
+
+async def test_an_etag_matching_the_sent_bytes_needs_no_read_back(
+    s3_settings: Settings, s3_server: NanioServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single PUT's ETag is the server's MD5 of what it stored: equal to ours, no HEAD is sent."""
+    store = MinioStore(s3_settings)
+    await store.ensure_ready()
+    path, size, sha = make_file(tmp_path, "a.png", png_bytes(5000))
+    reads: list[str] = []
+    real_stat = store.stat
+
+    async def counting_stat(k: str):  # type: ignore[no-untyped-def]
+        reads.append(k)
+        return await real_stat(k)
+
+    monkeypatch.setattr(store, "stat", counting_stat)
+    await store.put_verified("ns/job/uid/0.png", path, size=size, sha256=sha, content_type="image/png")
+    assert reads == []
+    # What the ETag vouched for is really there, byte for byte (read with another client).
+    body = raw_client(s3_server).get_object(s3_settings.minio_bucket, "ns/job/uid/0.png").read()
+    assert hashlib.sha256(body).hexdigest() == sha
+
+    # An ETag naming other bytes proves nothing either way: the object is read back.
+    real_upload = store._upload
+
+    def upload_with_other_etag(*args: Any) -> Any:
+        sent = real_upload(*args)
+        return sent.__class__(**{**sent.__dict__, "etag": hashlib.md5(b"other").hexdigest()})
+
+    monkeypatch.setattr(store, "_upload", upload_with_other_etag)
+    await store.put_verified("ns/job/uid/1.png", path, size=size, sha256=sha, content_type="image/png")
+    assert reads == ["ns/job/uid/1.png"]
 
 
 async def test_wrong_secret_is_access_denied(s3_server: NanioServer, tmp_path: Path) -> None:
@@ -342,6 +386,7 @@ def test_100mb_upload_memory_bounded(s3_settings: Settings, tmp_path: Path) -> N
     script = r"""
 import asyncio, hashlib, json, sys, threading, time
 from pathlib import Path
+from typing import Any
 import psutil
 from comfykube.settings import Settings
 from comfykube.storage import MinioStore

@@ -54,6 +54,7 @@ from comfykube.errors import (
 from comfykube.inputs import InputLimits, PreparedImage, Source, prepare_images, sources_from_spec
 from comfykube.settings import Settings
 from comfykube.storage import ObjectStore, object_key
+from comfykube.storage.thumbnails import MAX_SIDE as THUMBNAIL_SIDE
 from comfykube.storage.thumbnails import store_thumbnail
 from comfykube.types import (
     MAX_OUTPUTS,
@@ -511,7 +512,10 @@ class Pipeline:
         with tempfiles.job_dir(self.tmp_dir) as tmp:
             for index, output in enumerate(outputs):
                 started = time.monotonic()
-                downloaded = await self.comfy.download(output, Path(tmp), expected_size=rendered.expected_size)
+                # The check decodes every pixel anyway: it keeps the first frame reduced for the thumbnail.
+                downloaded = await self.comfy.download(
+                    output, Path(tmp), expected_size=rendered.expected_size, preview_side=THUMBNAIL_SIDE
+                )
                 metrics.DOWNLOAD.observe(time.monotonic() - started)
                 metrics.BYTES_DOWNLOADED.inc(downloaded.bytes)
                 started = time.monotonic()
@@ -536,13 +540,16 @@ class Pipeline:
         """Upload one checked image, verify it, and presign a URL for it (its thumbnail is made in `work_dir`)."""
         key = object_key(job.namespace, job.name, job.uid, index, image.path.suffix.lstrip(".") or "bin")
         # The preview (a small WebP for the web gallery; best effort, never fails the job) is
-        # made in a thread while the original is stored, and stored only after it was verified.
-        original_stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # made from the check's decode and stored beside the original (one store round trip
+        # less than one after the other); its key is reported only once the original is
+        # verified, and a failed original takes its preview with it.
         thumbnail = asyncio.create_task(store_thumbnail(
             self.store, image.path, key,
-            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type,
-            after=original_stored,
+            metadata={"uid": job.uid}, work_dir=work_dir, content_type=image.content_type, frame=image.preview,
         ))
+        # Signing needs no object (the URL is local computation): done beside the upload, and
+        # handed out only after the upload was verified.
+        presigned = asyncio.create_task(self.store.presign(key, self.presign_expiry_seconds))
         try:
             await self.store.put_verified(
                 key,
@@ -557,12 +564,22 @@ class Pipeline:
                     "source-filename": image.source.filename,
                 },
             )
-            url, expires_at = await self.store.presign(key, self.presign_expiry_seconds)
-        except BaseException:
-            thumbnail.cancel()
-            await asyncio.wait({thumbnail})
+            url, expires_at = await presigned
+        except BaseException as exc:
+            presigned.cancel()
+            if isinstance(exc, asyncio.CancelledError):
+                # Shutting down: a preview already uploading may still land; the resumed run
+                # stores the same key again.
+                thumbnail.cancel()
+            # Otherwise the preview is let finish (a cancelled upload thread would still store
+            # it), so that what it stored can be deleted.
+            await asyncio.wait({thumbnail, presigned})
+            if not presigned.cancelled():
+                presigned.exception()  # retrieved: the upload's error is the one that matters
+            stored_preview = None if thumbnail.cancelled() or thumbnail.exception() else thumbnail.result()
+            if stored_preview:
+                await self._discard_thumbnail(stored_preview)
             raise
-        original_stored.set_result(None)
         thumb = await thumbnail
         return StoredImage(
             kind=image.kind,
@@ -578,6 +595,13 @@ class Pipeline:
             url_expires_at=rfc3339(expires_at) if expires_at else None,
             thumbnail_key=thumb,
         )
+
+    async def _discard_thumbnail(self, key: str) -> None:
+        """Best effort: the preview of an original that failed goes too (the error that matters is the original's)."""
+        try:
+            await asyncio.shield(self.store.delete(key))
+        except (JobError, OSError) as exc:
+            log.warning("could not delete the thumbnail %s of a failed image: %s", key, exc)
 
     async def release(self, job: JobIdentity) -> None:
         """Forget the prompt in ComfyUI's history, once the result is persisted."""

@@ -506,8 +506,12 @@ class ComfyClient:
         dest_dir: str | os.PathLike[str],
         *,
         expected_size: tuple[int, int] | None = None,
+        preview_side: int | None = None,
     ) -> DownloadedImage:
-        """Fetch one image through /view into a new file in `dest_dir`, checked (see download.py)."""
+        """Fetch one image through /view into a new file in `dest_dir`, checked (see download.py).
+
+        `preview_side` asks for the first frame reduced to that size (for a thumbnail).
+        """
         return await download_image(
             self.http,
             self.base_url,
@@ -516,6 +520,7 @@ class ComfyClient:
             expected_size=expected_size,
             max_bytes=self.max_download_bytes,
             http_timeout=self.download_timeout,
+            preview_side=preview_side,
         )
 
     # ---------------------------------------------------------------- cleanup

@@ -46,8 +46,12 @@ async def download_image(
     expected_size: tuple[int, int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     http_timeout: float | None = None,
+    preview_side: int | None = None,
 ) -> DownloadedImage:
     """Stream `image` into a new file in `dest_dir` and check it; see the module docstring.
+
+    With `preview_side`, a picture comes with its first frame reduced to that size
+    (`DownloadedImage.preview`, for the thumbnail), made from the check's decode.
 
     Raises DownloadFailed for a bad answer or bad bytes, ComfyUIUnavailable when
     ComfyUI cannot be reached at all (retry later).
@@ -111,7 +115,7 @@ async def download_image(
             raise DownloadFailed(f"image {name!r}: /view answered an empty body")
         if declared is not None and received != declared:
             raise DownloadFailed(f"image {name!r} was cut off: got {received} of {declared} bytes (Content-Length)")
-        media = await asyncio.to_thread(check_media, temp, head, name)
+        media = await asyncio.to_thread(check_media, temp, head, name, preview_side=preview_side)
         if media.kind is OutputKind.IMAGE and image.animated:
             # An animation of identical frames is stored as one frame by the encoder; ComfyUI's
             # flag still says what the node made.
@@ -136,6 +140,7 @@ async def download_image(
             source=image,
             kind=media.kind,
             frames=media.frames,
+            preview=media.preview,
         )
     finally:
         if not ok:

@@ -4,6 +4,8 @@ Every `type: output` file a prompt reports is checked here after it was
 streamed to disk (`download.py`), whatever node wrote it:
 
 - image (PNG, JPEG, WebP, one-frame GIF): magic bytes, every pixel decoded by Pillow;
+  asked for it (`preview_side`), the check keeps a reduced copy of the first frame, so
+  the thumbnail is made from the pixels decoded here instead of decoding the file again;
 - animation (animated WebP, APNG, GIF): magic bytes, every frame decoded by Pillow;
 - video: MP4/MOV (ISO BMFF) top-level boxes must tile the file, starting with `ftyp`,
   with `moov` and `mdat`; WebM/Matroska needs an EBML header naming webm/matroska,
@@ -19,10 +21,11 @@ tile the file. Checks run in a worker thread (`check_media` is blocking).
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -31,10 +34,15 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from comfykube.errors import DownloadFailed
 from comfykube.types import OutputKind
 
+log = logging.getLogger(__name__)
+
 #: Bytes read for sniffing (the first MP4 box, the EBML header, the first Ogg page all fit).
 HEAD_BYTES = 64
 #: Frames decoded at most (a bound on the CPU time one output can take to check).
 MAX_FRAMES = 10_000
+#: A picture larger than this many pixels gets no preview copy (decompression bombs; the
+#: thumbnail module then decides on its own, from the file).
+MAX_PREVIEW_SOURCE_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,21 @@ class CheckedMedia:
     width: int | None = None
     height: int | None = None
     frames: int | None = None
+    #: The first frame reduced to at most `preview_side` px (RGB, or RGBA where it has
+    #: transparency), when asked for; None for other kinds or when it could not be made.
+    preview: Image.Image | None = field(default=None, repr=False, compare=False)
+
+
+def reduced_frame(frame: Image.Image, max_side: int) -> Image.Image:
+    """A new RGB (RGBA where there is transparency) copy of `frame`, at most `max_side` px on its longest side.
+
+    BILINEAR: Pillow widens its support when shrinking, so it is antialiased, at about half
+    the CPU of LANCZOS (the difference does not show at preview size; the live previews use
+    it too); `reducing_gap` first shrinks large pictures by whole factors (a cheap box reduce).
+    """
+    copy = frame.convert("RGBA" if "A" in frame.getbands() or "transparency" in frame.info else "RGB")
+    copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return copy
 
 
 #: File name extension → the sniffed extensions it may hold.
@@ -94,8 +117,12 @@ def sniff(head: bytes) -> tuple[str, str, str] | None:
     return None
 
 
-def check_media(path: Path, head: bytes, name: str) -> CheckedMedia:
-    """Sniff and check one downloaded output; DownloadFailed names it and what is wrong (blocking)."""
+def check_media(path: Path, head: bytes, name: str, *, preview_side: int | None = None) -> CheckedMedia:
+    """Sniff and check one downloaded output; DownloadFailed names it and what is wrong (blocking).
+
+    With `preview_side`, a picture's result carries its first frame reduced to that size
+    (`CheckedMedia.preview`), made from the pixels the check decoded anyway.
+    """
     found = sniff(head)
     if found is None:
         raise DownloadFailed(
@@ -111,7 +138,7 @@ def check_media(path: Path, head: bytes, name: str) -> CheckedMedia:
             f"(starts with {head[:8].hex()}): not the file ComfyUI wrote"
         )
     if family == "pillow":
-        return _check_picture(path, content_type, ext, name)
+        return _check_picture(path, content_type, ext, name, preview_side)
     size = path.stat().st_size
     with open(path, "rb") as handle:
         if family == "bmff":
@@ -213,7 +240,7 @@ def png_image_data_end(handle: io.BufferedReader, size: int, name: str, *, what:
     return data_end
 
 
-def _check_picture(path: Path, content_type: str, ext: str, name: str) -> CheckedMedia:
+def _check_picture(path: Path, content_type: str, ext: str, name: str, preview_side: int | None) -> CheckedMedia:
     fmt = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "gif": "GIF"}[ext]
     try:
         with warnings.catch_warnings(), open(path, "rb") as handle:
@@ -225,8 +252,11 @@ def _check_picture(path: Path, content_type: str, ext: str, name: str) -> Checke
             with Image.open(source, formats=[fmt]) as img:
                 width, height = img.size
                 frames = 0
+                preview: Image.Image | None = None
                 for frame in ImageSequence.Iterator(img):
                     frame.load()  # every pixel of every frame: cut-off or corrupt data fails here
+                    if frames == 0 and preview_side and width * height <= MAX_PREVIEW_SOURCE_PIXELS:
+                        preview = _preview_of(frame, preview_side, name)
                     frames += 1
                     if frames >= MAX_FRAMES:
                         break
@@ -235,7 +265,16 @@ def _check_picture(path: Path, content_type: str, ext: str, name: str) -> Checke
     if width <= 0 or height <= 0 or frames == 0:
         raise DownloadFailed(f"output {name!r} has no pixels ({width}x{height}, {frames} frames)")
     kind = OutputKind.ANIMATION if frames > 1 else OutputKind.IMAGE
-    return CheckedMedia(kind, content_type, ext, width, height, frames if frames > 1 else None)
+    return CheckedMedia(kind, content_type, ext, width, height, frames if frames > 1 else None, preview)
+
+
+def _preview_of(frame: Image.Image, side: int, name: str) -> Image.Image | None:
+    """The reduced first frame, or None: a preview is best effort and never fails the check."""
+    try:
+        return reduced_frame(frame, side)
+    except (OSError, ValueError, MemoryError) as exc:
+        log.info("no preview copy of %r: %s", name, exc)
+        return None
 
 
 def _check_bmff(handle: object, size: int, name: str) -> None:

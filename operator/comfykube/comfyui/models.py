@@ -11,10 +11,13 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfykube.comfyui.events import PreviewImage
 from comfykube.types import OutputKind
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -231,3 +234,6 @@ class DownloadedImage:
     source: OutputImage = field(compare=False)
     kind: OutputKind = OutputKind.IMAGE
     frames: int | None = None
+    #: The first frame reduced for a thumbnail, when the download was asked for one
+    #: (`preview_side`): the pixels the check decoded, so the file is not decoded twice.
+    preview: Image.Image | None = field(default=None, repr=False, compare=False)

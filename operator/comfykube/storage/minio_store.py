@@ -10,6 +10,7 @@ import logging
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeVar, cast
 
@@ -58,18 +59,32 @@ _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExist
 
 
 class _HashingReader:
-    """File wrapper that hashes exactly the bytes the SDK reads (and so sends)."""
+    """File wrapper that hashes exactly the bytes the SDK reads (and so sends): SHA-256 and MD5."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self._handle = handle
         self.digest = hashlib.sha256()
+        # MD5 only to compare with the server's ETag (S3's checksum of a single PUT), not for security.
+        self.md5 = hashlib.md5(usedforsecurity=False)
         self.count = 0
 
     def read(self, size: int = -1) -> bytes:
         chunk = self._handle.read(size)
         self.digest.update(chunk)
+        self.md5.update(chunk)
         self.count += len(chunk)
         return chunk
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What one upload sent, and what the server answered about it."""
+
+    sha256: str
+    md5: str
+    count: int
+    #: The ETag of the PUT's answer, without quotes, lower-case ("" when none came).
+    etag: str
 
 
 # --------------------------------------------------------------------------- MinIO / S3
@@ -234,32 +249,41 @@ class MinioStore:
         content_type: str,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        """Upload `path` to `key`, streaming, then read the object back and compare.
+        """Upload `path` to `key`, streaming, then verify what the server stored.
 
         Checks, in order: the file is not empty and has `size` bytes; the
         bytes actually sent hash to `sha256` (hashed on the fly, no second
-        read); the stored object has `size` bytes and carries `sha256` in its
-        metadata. Any mismatch deletes the object and raises
-        `StorageVerificationFailed`, so a half-right image never gets a link.
+        read); then what got stored. For a single PUT, S3 answers with an ETag
+        that is the MD5 of the bytes it received and stored: when it equals the
+        MD5 of the bytes sent (and they were `size` bytes), the object is proven
+        without another request (its metadata, the checksum included, went in the
+        same SigV4-signed request, which the server refuses when altered). Any
+        other answer (a multipart ETag, encryption with KMS where the ETag is no
+        MD5, no ETag at all, a different MD5) is checked by reading the object
+        back: it must have `size` bytes and carry `sha256` in its metadata. Any
+        mismatch deletes the object and raises `StorageVerificationFailed`, so a
+        half-right image never gets a link.
         """
         check_key(key)
         path = Path(path)
         check_local_file(path, size, sha256)
         meta = user_metadata(sha256, metadata)
         sent = await self._call("upload " + key, self._upload, key, path, size, content_type, meta)
-        if sent != sha256:
+        if sent.sha256 != sha256 or sent.count != size:
             await self._discard(key)
             raise StorageVerificationFailed(
-                f"{path.name} changed while uploading to {key}: sent bytes hash to {sent[:12]}…, "
-                f"expected {sha256[:12]}…; object deleted"
+                f"{path.name} changed while uploading to {key}: sent {sent.count} bytes hashing to "
+                f"{sent.sha256[:12]}…, expected {size} bytes and {sha256[:12]}…; object deleted"
             )
+        if sent.etag == sent.md5:
+            return  # the server's own checksum of what it stored is the one of the bytes sent
         info = await self.stat(key)
         problem = verification_problem(key, info, size, sha256)
         if problem:
             await self._discard(key)
             raise StorageVerificationFailed(problem + "; object deleted")
 
-    def _upload(self, key: str, path: Path, size: int, content_type: str, meta: dict[str, str]) -> str:
+    def _upload(self, key: str, path: Path, size: int, content_type: str, meta: dict[str, str]) -> _Sent:
         # put_object with a known length reads one part (5 MiB) at a time, at most
         # num_parallel_uploads parts in flight: memory stays bounded for any size.
         try:
@@ -269,7 +293,7 @@ class MinioStore:
             raise StorageVerificationFailed(f"cannot read {path.name} for upload: {exc.strerror}") from None
         with handle:
             reader = _HashingReader(handle)
-            self._client.put_object(
+            result = self._client.put_object(
                 self.bucket,
                 key,
                 cast(BinaryIO, reader),  # the SDK only calls read(n) on it
@@ -278,7 +302,8 @@ class MinioStore:
                 metadata=meta,  # type: ignore[arg-type]
                 num_parallel_uploads=2,
             )
-        return reader.digest.hexdigest()
+        etag = str(result.etag or "").strip().strip('"').lower()
+        return _Sent(reader.digest.hexdigest(), reader.md5.hexdigest(), reader.count, etag)
 
     async def _discard(self, key: str) -> None:
         """Best-effort delete of a bad object: the verification error matters more."""
