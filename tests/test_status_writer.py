@@ -6,6 +6,7 @@ what it announces is only what was confirmed.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,3 +134,25 @@ async def test_the_transition_time_moves_only_when_the_condition_changes() -> No
     assert patch.landed[-1]["conditions"][0]["lastTransitionTime"] == "2026-11-29T10:00:00Z"
     await writer.finish(succeeded())  # Unknown -> True: the time moves
     assert patch.landed[-1]["conditions"][0]["lastTransitionTime"] != "2026-11-29T10:00:00Z"
+
+
+async def test_a_staged_change_waits_for_the_next_write_even_when_the_throttle_is_open() -> None:
+    patch, events = Patcher(), Events()
+    writer = StatusWriter(patch, events, generation=None, clock=ScaledClock(1), min_interval=0.05)
+    await asyncio.sleep(0.06)  # the throttle is open
+    await writer.soon({"message": "checking ComfyUI", "seed": 7})
+    assert patch.calls == 0  # not at once: a write may follow
+    await writer.set({"phase": Phase.QUEUED, "submissions": 1, "message": "submitting"})
+    await asyncio.sleep(0.15)  # past the grace: nothing left to write on its own
+    assert patch.calls == 1
+    assert patch.landed[0]["seed"] == 7 and patch.landed[0]["submissions"] == 1
+
+
+async def test_a_staged_change_alone_is_written_after_the_grace() -> None:
+    patch, events = Patcher(), Events()
+    writer = StatusWriter(patch, events, generation=None, clock=ScaledClock(1), min_interval=0.05)
+    await asyncio.sleep(0.06)
+    await writer.soon({"phase": Phase.QUEUED, "message": "waiting for a free ComfyUI slot"})
+    await asyncio.sleep(0.2)
+    assert patch.calls == 1 and patch.landed[0]["phase"] == "Queued"
+    assert events.posted == [("Normal", "Queued", "waiting for a free ComfyUI slot")]

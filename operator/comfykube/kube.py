@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from yarl import URL
 
 from comfykube.types import API_GROUP, API_VERSION, KIND, PLURAL
 
@@ -30,11 +32,32 @@ MERGE_PATCH = "application/merge-patch+json"
 REPORTING_INSTANCE = (os.environ.get("HOSTNAME") or "comfykube")[:128]
 
 
+def _skip_env_lookups(api_client: client.ApiClient) -> None:
+    """No ~/.netrc and proxy-variable lookups per request when no proxy applies to the API server.
+
+    kubernetes_asyncio's aiohttp session trusts the environment, so aiohttp reads ~/.netrc
+    in one thread and the proxy variables in another on every request (two thread hops, a
+    file read: a good part of the operator's CPU per request). The environment does not
+    change while we run: look the proxy up once, and with none keep the session from looking
+    again. With a proxy, nothing changes. (A ~/.netrc entry for the API server could not be
+    used anyway: aiohttp refuses it beside the Authorization header the client sends.)
+    """
+    session = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if session is None or not getattr(session, "_trust_env", False):
+        return
+    try:
+        get_env_proxy_for_url(URL(api_client.configuration.host or ""))
+    except (LookupError, ValueError):
+        session._trust_env = False  # the only switch aiohttp has for it, after construction
+    # else: a proxy applies, and aiohttp keeps finding it itself
+
+
 class KubeApi:
     """ImageJob CRUD, status patches and Events, on one shared API client."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
+        _skip_env_lookups(api_client)
         # Typed as Any: the generated client's hints omit the `_content_type` and
         # `_preload_content` keywords it does accept, and what they return.
         self.custom: Any = client.CustomObjectsApi(api_client)

@@ -1,8 +1,8 @@
 """The kopf handlers. Thin on purpose: each hands over to one function elsewhere.
 
-- a daemon per unfinished ImageJob runs it (`runner.run_job`); kopf also starts
-  daemons for existing objects when the operator restarts, which is how jobs
-  resume;
+- a daemon per ImageJob runs it (`runner.run_job`), which returns at once for a
+  finished one; kopf also starts daemons for existing objects when the operator
+  restarts, which is how jobs resume;
 - the delete handler cancels a running prompt and, if asked, deletes images;
 - finished jobs need no handler: `maintenance` lists them itself (at start and
   now and then) and the runner adds each job it finishes.
@@ -19,29 +19,16 @@ from comfykube.controller import maintenance
 from comfykube.controller.context import OperatorContext
 from comfykube.controller.runner import run_job
 from comfykube.controller.teardown import on_job_deleted
-from comfykube.types import API_GROUP, API_VERSION, PLURAL, Phase
+from comfykube.types import API_GROUP, API_VERSION, PLURAL
 
 log = logging.getLogger(__name__)
 
 
-def _phase(status: Any) -> str:
-    return str((status or {}).get("phase") or Phase.PENDING.value)
-
-
-def in_shard(labels: Any, memo: kopf.Memo, **_: Any) -> bool:
-    """Filter: the job is this operator's (its shard's selector; the API server filters first)."""
-    ctx: OperatorContext | None = memo.get("ctx")
-    return ctx is None or ctx.selector.matches(dict(labels or {}))
-
-
-def unfinished(status: Any, labels: Any = None, memo: kopf.Memo | None = None, **_: Any) -> bool:
-    """Daemon filter: only this shard's jobs that still have work to do get a daemon."""
-    if memo is not None and not in_shard(labels, memo):
-        return False
-    return _phase(status) not in {p.value for p in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)}
-
-
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=unfinished, cancellation_backoff=5.0, cancellation_timeout=15.0)
+# No `when=` filters: kopf builds its keyword arguments (views on the body) to call one, several
+# times per watch event, and every write of ours is a watch event. The API server already selects
+# this shard's unfinished jobs (run.py's label selector); a finished one still watched (its
+# deletion has work to do) gets a daemon that returns at once, and is not started again.
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_backoff=5.0, cancellation_timeout=15.0)
 async def job_daemon(
     body: kopf.Body,
     stopped: kopf.DaemonStopped,
@@ -51,16 +38,10 @@ async def job_daemon(
 ) -> None:
     """Run one ImageJob to completion, or until it is deleted or the operator exits."""
     ctx: OperatorContext = memo["ctx"]
-
-    def finishing_ok() -> bool:
-        # Only "the filter no longer matches" (we wrote a terminal phase ourselves).
-        reason = stopped.reason
-        return reason is not None and not (reason & ~kopf.DaemonStoppingReason.FILTERS_MISMATCH)
-
-    await run_job(ctx, _plain(body), stopped.wait, logger, finishing_ok=finishing_ok)
+    await run_job(ctx, _plain(body), stopped.wait, logger)
 
 
-@kopf.on.delete(API_GROUP, API_VERSION, PLURAL, when=in_shard)
+@kopf.on.delete(API_GROUP, API_VERSION, PLURAL)
 async def job_deleted(
     body: kopf.Body, logger: logging.Logger | logging.LoggerAdapter[Any], memo: kopf.Memo, **_: Any
 ) -> None:

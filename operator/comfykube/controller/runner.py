@@ -45,14 +45,12 @@ async def run_job(
     body: dict[str, Any],
     stopped: Callable[[], Awaitable[Any]],
     log: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    *,
-    finishing_ok: Callable[[], bool] = lambda: False,
 ) -> None:
     """Drive one job to a terminal phase; returns early if `stopped()` completes first.
 
-    `finishing_ok()` tells whether the stop only means "the job is finished now" (kopf
-    stops a daemon whose filter stops matching as soon as we write a terminal phase):
-    then the work in progress (the Event, the history clean-up) is let finish.
+    kopf stops the daemon only when the job is deleted or the operator exits: writing a
+    terminal phase does not (no filter), so the Event and the history clean-up that follow
+    it always finish.
     """
     job = identity(body)
     meta = body.get("metadata", {})
@@ -92,8 +90,6 @@ async def run_job(
         await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.cancel()
-        if not work.done() and stop.done() and not stop.cancelled() and finishing_ok():
-            await asyncio.wait({work}, timeout=4)  # within kopf's cancellation_backoff
         if not work.done():
             # Operator exiting or object deleted: leave ComfyUI alone here. A new operator
             # re-attaches; a deletion is cancelled in ComfyUI by the delete handler.

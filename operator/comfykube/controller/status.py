@@ -10,9 +10,10 @@ kopf processes (most of the operator's CPU per job). So:
 - the in-between phases (Pending details, Queued while waiting for a slot,
   Running, Uploading) and progress are staged and written together at most once
   per `min_interval` (1 s): a job that takes less than that goes from its
-  submission write straight to its terminal one. Their Events are posted when
-  they happen (in the background, so the pipeline does not wait on them), not
-  when the status catches up: `Running` and `Uploading` Events date the phases
+  submission write straight to its terminal one. Even when the interval has
+  passed, a staged change waits `GRACE_SECONDS` (0.1 s) for a write that
+  carries it. Their Events are posted when they happen (in the background, so
+  the pipeline does not wait on them), not when the status catches up: `Running` and `Uploading` Events date the phases
   (the gallery's timings read them);
 - a terminal status is announced only after its write was confirmed by the
   API server.
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str, str], Awaitable[None]]  # (type, reason, message)
 Patcher = Callable[[dict[str, Any]], Awaitable[Any]]
+
+#: How long a staged change waits for company when the throttle would let it go at once.
+GRACE_SECONDS = 0.1
 
 #: How often a terminal status is tried before the job is left for the next attempt.
 FINISH_ATTEMPTS = 5
@@ -104,6 +108,7 @@ class StatusWriter:
         # The throttle runs on the monotonic clock (a wall-clock step must not stall status
         # writes); a scaled test clock shortens it as it shortens every other wait.
         self._interval_real = clock.real_seconds(min_interval)
+        self._grace_real = min(self._interval_real, clock.real_seconds(GRACE_SECONDS))
         self.retry_delay = retry_delay
         self._pending: dict[str, Any] = {}
         #: The throttle starts with the writer: the first staged change waits for company.
@@ -191,10 +196,12 @@ class StatusWriter:
             task = asyncio.create_task(self._post(new, fields.get("message") or ""))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        wait = self._interval_real - (time.monotonic() - self._last_write)
-        if wait <= 0:
-            await self.set({})
-        elif self._flusher is None or self._flusher.done():
+        # Even with the throttle open, wait a moment for company: the pipeline's next step is
+        # often a write of its own milliseconds later (a new job's "checking ComfyUI" comes just
+        # before its submission write), which then carries this one (one write and one watch
+        # event less per job).
+        wait = max(self._interval_real - (time.monotonic() - self._last_write), self._grace_real)
+        if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later(wait))
 
     async def finish(self, status: ImageJobStatus) -> None:
