@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
@@ -98,6 +99,8 @@ async def run_burst(api: KubeApi, namespace: str, jobs: int) -> tuple[float, dic
     await asyncio.gather(*(create(n) for n in names))
     await asyncio.wait_for(done.wait(), timeout=max(120, jobs * 2))
     watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher  # let the watch close its connection
     return time.time() - started, {n: seen[n] for n in names}
 
 
