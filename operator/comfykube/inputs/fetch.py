@@ -90,13 +90,11 @@ async def fetch_url(
     resolve: Resolver = resolve_dns,
     policy: Policy = forbidden_reason,
     on_chunk: Callable[[builtins.bytes, int], None] | None = None,
-    digest: bool = True,
 ) -> Fetched:
     """Stream `url` into `dest` with the checks in the module docstring; InputImageFailed otherwise.
 
     `on_chunk(head, received)` is called after each chunk is written and flushed (the
     check that reads the file as it grows, inputs/stream.py); what it raises stops the fetch.
-    `digest=False` leaves `Fetched.sha256` empty (that check hashes the file in its thread).
 
     Failures that may pass (connection refused, 5xx, time-outs) are retryable; the
     others (404, HTML, too big, a private address) are not.
@@ -135,7 +133,7 @@ async def fetch_url(
                         raise InputImageFailed(f"{safe_url(current)} redirects without a Location")
                     current = _parse(str(current.join(location)))
                     continue
-                return await _save(response, current, dest, max_bytes, on_chunk, digest)
+                return await _save(response, current, dest, max_bytes, on_chunk)
             finally:
                 await response.aclose()
     raise InputImageFailed(f"{safe_url(url)} redirects more than {max_redirects} times")
@@ -147,7 +145,6 @@ async def _save(
     dest: Path,
     max_bytes: int,
     on_chunk: Callable[[builtins.bytes, int], None] | None,
-    digest: bool,
 ) -> Fetched:
     shown = safe_url(url)
     if response.status_code != 200:
@@ -163,7 +160,7 @@ async def _save(
         raise InputImageFailed(
             f"{shown} is {int(declared)} bytes, more than the {max_bytes} allowed (INPUT_IMAGE_MAX_BYTES)"
         )
-    hasher = hashlib.sha256() if digest else None
+    digest = hashlib.sha256()
     received = 0
     head = b""
     try:
@@ -179,8 +176,7 @@ async def _save(
                     )
                 if len(head) < HEAD_BYTES:
                     head += chunk[: HEAD_BYTES - len(head)]
-                if hasher is not None:
-                    hasher.update(chunk)
+                digest.update(chunk)
                 out.write(chunk)
                 if on_chunk is not None:
                     out.flush()  # the reader thread sees every byte it is told of
@@ -199,8 +195,7 @@ async def _save(
     if declared is not None and declared.isdigit() and received != int(declared):
         discard(dest)
         raise InputImageFailed(f"{shown} was cut off: got {received} of {declared} bytes", retryable=True)
-    sha256 = hasher.hexdigest() if hasher is not None else ""
-    return Fetched(path=dest, bytes=received, sha256=sha256, head=head, content_type=content_type)
+    return Fetched(path=dest, bytes=received, sha256=digest.hexdigest(), head=head, content_type=content_type)
 
 
 def discard(path: Path) -> None:

@@ -153,7 +153,6 @@ async def prepare_image(
                     http_timeout=limits.url_timeout,
                     max_redirects=limits.max_redirects,
                     on_chunk=stream.feed,
-                    digest=False,  # hashed in the check's thread, off the event loop
                 )
             except InputImageFailed as exc:
                 if exc is stream.refused:  # not a picture: said of the image already
@@ -185,8 +184,6 @@ async def prepare_image(
             if path != dest:  # a local file is checked where it is and uploaded from there
                 dest = path
         checked = await check_image(dest, head, max_pixels=limits.max_pixels, what=what, stream=stream)
-        if stream is not None:
-            sha256 = stream.sha256 or (await asyncio.to_thread(hash_file, dest))[1]
     except BaseException:
         if stream is not None:
             stream.abort()

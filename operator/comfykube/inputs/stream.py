@@ -20,19 +20,16 @@ except for the result. A failed or cancelled fetch releases the thread at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from comfykube.comfyui.media import png_image_data_end
 from comfykube.errors import DownloadFailed, InputImageFailed
 from comfykube.inputs.check import CheckedImage, ImageKind, check_open_image, describe_head, sniff_input
-
-_T = TypeVar("_T")
 
 #: Bytes of the head needed to sniff the kind (as fetch.HEAD_BYTES).
 SNIFF_BYTES = 16
@@ -50,8 +47,6 @@ class _Progress:
         self.written = 0
         self.done = False
         self.aborted = False
-        #: set by the check thread: what it does while it waits
-        self.hasher: _Hasher | None = None
 
     def grew(self, total: int) -> None:
         """`total` bytes are on disk (called from the event loop: a short lock, no wait)."""
@@ -74,55 +69,21 @@ class _Progress:
 
     def available(self, end: int) -> int:
         """Wait until the file is written up to `end` or complete; the written end."""
-        return self._wait(lambda: self.done or self.written >= end)
+        with self._cond:
+            while not self.aborted and not self.done and self.written < end:
+                self._cond.wait()
+            if self.aborted:
+                raise _Aborted
+            return self.written
 
     def final(self) -> int:
         """Wait until the file is complete; its size."""
-        return self._wait(lambda: self.done)
-
-    def _wait(self, ready: Callable[[], bool]) -> int:
-        """Wait until `ready()`; meanwhile the hasher (if any) digests the bytes already written."""
-        while True:
-            with self._cond:
-                if self.aborted:
-                    raise _Aborted
-                if ready():
-                    return self.written
-                hasher, target = self.hasher, self.written
-                if hasher is None or hasher.position >= target:
-                    self._cond.wait()
-                    continue
-            hasher.catch_up(target)  # outside the lock: the writer is never held up by it
-
-
-class _Hasher:
-    """The SHA-256 of a growing file, read in the check thread while it would wait for more bytes.
-
-    Off the event loop (hashlib drops the GIL for large blocks): 1 MB costs about 2 ms of
-    CPU on the machines measured, the larger part of what the loop spent per chunk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._handle = open(path, "rb", buffering=0)
-        self._digest = hashlib.sha256()
-        self.position = 0
-
-    def catch_up(self, end: int) -> None:
-        """Digest the bytes up to `end` (all written and flushed)."""
-        while self.position < end:
-            block = self._handle.read(min(end - self.position, 1024 * 1024))
-            if not block:
-                raise OSError(f"the file ends at {self.position} bytes, {end} were written")
-            self._digest.update(block)
-            self.position += len(block)
-
-    def hexdigest(self) -> str:
-        """The digest of the bytes read so far."""
-        return self._digest.hexdigest()
-
-    def close(self) -> None:
-        """Close the file."""
-        self._handle.close()
+        with self._cond:
+            while not self.aborted and not self.done:
+                self._cond.wait()
+            if self.aborted:
+                raise _Aborted
+            return self.written
 
 
 class _GrowingReader(io.RawIOBase):
@@ -237,38 +198,29 @@ class _PngFirstRun(io.RawIOBase):
         return self._reader.readinto(view)
 
 
-def _check_growing(
-    path: Path, kind: ImageKind, progress: _Progress, max_pixels: int, what: str
-) -> tuple[CheckedImage, str]:
-    """`check_image_file`'s checks on a file still being written, and its SHA-256 (blocking: a thread)."""
-    hasher = _Hasher(path)
-    progress.hasher = hasher
+def _check_growing(path: Path, kind: ImageKind, progress: _Progress, max_pixels: int, what: str) -> CheckedImage:
+    """`check_image_file`'s checks on a file still being written (blocking: runs in a thread)."""
+    source: io.RawIOBase = _PngFirstRun(path, progress) if kind.pillow_format == "PNG" else _GrowingReader(
+        path, progress
+    )
+    decoded: CheckedImage | None = None
+    failure: InputImageFailed | None = None
     try:
-        source: io.RawIOBase = (
-            _PngFirstRun(path, progress) if kind.pillow_format == "PNG" else _GrowingReader(path, progress)
-        )
-        decoded: CheckedImage | None = None
-        failure: InputImageFailed | None = None
-        try:
-            with source:
-                decoded = check_open_image(source, kind, max_pixels=max_pixels, what=what)
-        except InputImageFailed as exc:
-            failure = exc
+        with source:
+            decoded = check_open_image(source, kind, max_pixels=max_pixels, what=what)
+    except InputImageFailed as exc:
+        failure = exc
+    if kind.pillow_format == "PNG":
         size = progress.final()
-        if kind.pillow_format == "PNG":
-            try:
-                with open(path, "rb") as handle:
-                    png_image_data_end(handle, size, what, what=what)  # every chunk's CRC, in blocks
-            except DownloadFailed as exc:
-                raise InputImageFailed(exc.message) from None
-        if failure is not None:
-            raise failure
-        assert decoded is not None
-        hasher.catch_up(size)
-        return decoded, hasher.hexdigest()
-    finally:
-        progress.hasher = None
-        hasher.close()
+        try:
+            with open(path, "rb") as handle:
+                png_image_data_end(handle, size, what, what=what)  # every chunk's CRC, in blocks
+        except DownloadFailed as exc:
+            raise InputImageFailed(exc.message) from None
+    if failure is not None:
+        raise failure
+    assert decoded is not None
+    return decoded
 
 
 class StreamCheck:
@@ -279,10 +231,8 @@ class StreamCheck:
         self.max_pixels = max_pixels
         self.what = what
         self.refused: InputImageFailed | None = None
-        #: the file's SHA-256, once `result` returned
-        self.sha256 = ""
         self._progress = _Progress()
-        self._future: asyncio.Future[tuple[CheckedImage, str]] | None = None
+        self._future: asyncio.Future[CheckedImage] | None = None
 
     def feed(self, head: bytes, received: int) -> None:
         """`received` bytes are written and flushed, `head` are the first of them.
@@ -313,8 +263,7 @@ class StreamCheck:
         """The file is complete (the last `feed` had every byte): wait for the check's verdict."""
         assert self._future is not None
         self._progress.finish(self._progress.written)
-        checked, self.sha256 = await self._future
-        return checked
+        return await self._future
 
     def abort(self) -> None:
         """The fetch failed or the job was cancelled: release the thread (its error is dropped)."""
@@ -323,7 +272,7 @@ class StreamCheck:
             self._future.add_done_callback(_drop_result)
 
 
-def _in_own_thread(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+def _in_own_thread(fn: Callable[..., CheckedImage], *args: Any) -> asyncio.Future[CheckedImage]:
     """`fn(*args)` in a thread of its own, its outcome as a future of the running loop.
 
     Not the default executor: this thread waits for bytes as long as the fetch runs (up
@@ -331,9 +280,9 @@ def _in_own_thread(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
     other jobs' short blocking calls need.
     """
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
+    future: asyncio.Future[CheckedImage] = loop.create_future()
 
-    def settle(outcome: _T | BaseException) -> None:
+    def settle(outcome: CheckedImage | BaseException) -> None:
         if future.done():  # cancelled meanwhile
             return
         if isinstance(outcome, BaseException):
@@ -342,7 +291,7 @@ def _in_own_thread(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
             future.set_result(outcome)
 
     def run() -> None:
-        outcome: _T | BaseException
+        outcome: CheckedImage | BaseException
         try:
             outcome = fn(*args)
         except BaseException as exc:  # delivered to the awaiting task, not lost in the thread
@@ -356,7 +305,7 @@ def _in_own_thread(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
     return future
 
 
-def _drop_result(future: asyncio.Future[Any]) -> None:
+def _drop_result(future: asyncio.Future[CheckedImage]) -> None:
     if not future.cancelled():
         future.exception()
 
