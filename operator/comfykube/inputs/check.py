@@ -15,15 +15,12 @@ import asyncio
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from comfykube.comfyui.media import PngWindow, png_image_data_end
 from comfykube.errors import DownloadFailed, InputImageFailed
-
-if TYPE_CHECKING:
-    from comfykube.inputs.stream import StreamCheck
 
 #: (magic prefix, content type, extension, Pillow format)
 _MAGIC: tuple[tuple[bytes, str, str, str], ...] = (
@@ -84,51 +81,36 @@ def check_image_file(path: Path, head: bytes, *, max_pixels: int, what: str) -> 
     if kind is None:
         raise InputImageFailed(f"{what} is not a PNG, JPEG, WebP, GIF or BMP image ({describe_head(head)})")
     try:
-        with open(path, "rb") as handle:
-            source: Any = handle
-            if kind.pillow_format == "PNG":
-                # Pillow keeps text and private chunks after the pixels in memory: it sees
-                # the file up to its last image data only; the rest is CRC-checked in blocks.
-                source = PngWindow(handle, png_image_data_end(handle, path.stat().st_size, what, what=what))
-                handle.seek(0)
-            return check_open_image(source, kind, max_pixels=max_pixels, what=what)
-    except DownloadFailed as exc:  # the PNG chunk walk's message, said of this input
-        raise InputImageFailed(exc.message) from None
-    except OSError as exc:
-        raise InputImageFailed(f"{what} does not decode as {kind.pillow_format}: {exc}") from None
-
-
-def check_open_image(source: Any, kind: ImageKind, *, max_pixels: int, what: str) -> CheckedImage:
-    """The pixel cap from the header, then every pixel decoded, of an open file (blocking).
-
-    Shared by `check_image_file` and the check while the fetch runs (`stream.py`).
-    """
-    try:
         with warnings.catch_warnings():
             # Our own cap below is the check; Pillow's warning would only go to the log.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(source, formats=[kind.pillow_format])
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise InputImageFailed(f"{what} has no pixels ({width}x{height})")
-            if width * height > max_pixels:
-                raise InputImageFailed(
-                    f"{what} is {width}x{height} = {width * height} pixels, more than the "
-                    f"{max_pixels} allowed (INPUT_IMAGE_MAX_PIXELS)"
-                )
-            img.load()  # every pixel: a cut-off or corrupt file fails here
-            img.close()
+            with open(path, "rb") as handle:
+                source: Any = handle
+                if kind.pillow_format == "PNG":
+                    # Pillow keeps text and private chunks after the pixels in memory: it sees
+                    # the file up to its last image data only; the rest is CRC-checked in blocks.
+                    source = PngWindow(handle, png_image_data_end(handle, path.stat().st_size, what, what=what))
+                    handle.seek(0)
+                img = Image.open(source, formats=[kind.pillow_format])
+                width, height = img.size
+                if width <= 0 or height <= 0:
+                    raise InputImageFailed(f"{what} has no pixels ({width}x{height})")
+                if width * height > max_pixels:
+                    raise InputImageFailed(
+                        f"{what} is {width}x{height} = {width * height} pixels, more than the "
+                        f"{max_pixels} allowed (INPUT_IMAGE_MAX_PIXELS)"
+                    )
+                img.load()  # every pixel: a cut-off or corrupt file fails here
+                img.close()
     except InputImageFailed:
         raise
+    except DownloadFailed as exc:  # the PNG chunk walk's message, said of this input
+        raise InputImageFailed(exc.message) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputImageFailed(f"{what} does not decode as {kind.pillow_format}: {exc}") from None
     return CheckedImage(kind=kind, width=width, height=height)
 
 
-async def check_image(
-    path: Path, head: bytes, *, max_pixels: int, what: str, stream: StreamCheck | None = None
-) -> CheckedImage:
-    """`check_image_file` in a worker thread; or the verdict of `stream`, the check that ran during the fetch."""
-    if stream is not None and stream.started:
-        return await stream.result()
+async def check_image(path: Path, head: bytes, *, max_pixels: int, what: str) -> CheckedImage:
+    """`check_image_file` in a worker thread."""
     return await asyncio.to_thread(check_image_file, path, head, max_pixels=max_pixels, what=what)

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import os
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from comfykube.comfyui.transport import describe_transport_error, status_text
 from comfykube.errors import InputImageFailed
 from comfykube.inputs.addresses import Policy, Resolver, forbidden_reason, resolve_checked, resolve_dns
 
+CHUNK = 64 * 1024
 HEAD_BYTES = 16
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -89,12 +89,8 @@ async def fetch_url(
     max_redirects: int = 5,
     resolve: Resolver = resolve_dns,
     policy: Policy = forbidden_reason,
-    on_chunk: Callable[[builtins.bytes, int], None] | None = None,
 ) -> Fetched:
     """Stream `url` into `dest` with the checks in the module docstring; InputImageFailed otherwise.
-
-    `on_chunk(head, received)` is called after each chunk is written and flushed (the
-    check that reads the file as it grows, inputs/stream.py); what it raises stops the fetch.
 
     Failures that may pass (connection refused, 5xx, time-outs) are retryable; the
     others (404, HTML, too big, a private address) are not.
@@ -133,19 +129,13 @@ async def fetch_url(
                         raise InputImageFailed(f"{safe_url(current)} redirects without a Location")
                     current = _parse(str(current.join(location)))
                     continue
-                return await _save(response, current, dest, max_bytes, on_chunk)
+                return await _save(response, current, dest, max_bytes)
             finally:
                 await response.aclose()
     raise InputImageFailed(f"{safe_url(url)} redirects more than {max_redirects} times")
 
 
-async def _save(
-    response: httpx.Response,
-    url: httpx.URL,
-    dest: Path,
-    max_bytes: int,
-    on_chunk: Callable[[builtins.bytes, int], None] | None,
-) -> Fetched:
+async def _save(response: httpx.Response, url: httpx.URL, dest: Path, max_bytes: int) -> Fetched:
     shown = safe_url(url)
     if response.status_code != 200:
         raise InputImageFailed(
@@ -166,9 +156,7 @@ async def _save(
     try:
         # Local-disk writes of one chunk are short and bounded; no thread hop needed.
         with os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            # As the bytes come (at most httpcore's 64 KiB read each): no re-chunking copies,
-            # and the check that reads the file as it grows sees the first bytes at once.
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_raw(CHUNK):
                 received += len(chunk)
                 if received > max_bytes:
                     raise InputImageFailed(
@@ -178,9 +166,6 @@ async def _save(
                     head += chunk[: HEAD_BYTES - len(head)]
                 digest.update(chunk)
                 out.write(chunk)
-                if on_chunk is not None:
-                    out.flush()  # the reader thread sees every byte it is told of
-                    on_chunk(head, received)
     except httpx.HTTPError as exc:
         discard(dest)
         raise InputImageFailed(

@@ -17,7 +17,6 @@ from pathlib import Path
 from comfykube.errors import InputImageFailed, InvalidSpec
 from comfykube.inputs.check import check_image
 from comfykube.inputs.fetch import discard, fetch_url, hash_file, safe_url
-from comfykube.inputs.stream import StreamCheck
 from comfykube.storage.base import ObjectStore, ObjectTooLarge
 from comfykube.types import InputImage
 
@@ -138,12 +137,8 @@ async def prepare_image(
     """Copy one source into `dest_dir` and check it; InputImageFailed names the image and the source."""
     what = f"input image {name!r} ({source.describe()})"
     dest = dest_dir / f"input-{name}.part"
-    stream: StreamCheck | None = None
     try:
         if isinstance(source, UrlSource):
-            # The decode runs in a thread while the bytes arrive (stream.py); its verdict is
-            # awaited below, before the file is renamed, so nothing unchecked leaves here.
-            stream = StreamCheck(dest, max_pixels=limits.max_pixels, what=what)
             try:
                 fetched = await fetch_url(
                     source.url,
@@ -152,11 +147,8 @@ async def prepare_image(
                     allow_private=limits.allow_private,
                     http_timeout=limits.url_timeout,
                     max_redirects=limits.max_redirects,
-                    on_chunk=stream.feed,
                 )
             except InputImageFailed as exc:
-                if exc is stream.refused:  # not a picture: said of the image already
-                    raise
                 raise InputImageFailed(f"input image {name!r}: {exc.message}", retryable=exc.retryable) from None
             size, sha256, head = fetched.bytes, fetched.sha256, fetched.head
         else:
@@ -183,10 +175,8 @@ async def prepare_image(
                 raise InputImageFailed(f"{what} is empty")
             if path != dest:  # a local file is checked where it is and uploaded from there
                 dest = path
-        checked = await check_image(dest, head, max_pixels=limits.max_pixels, what=what, stream=stream)
+        checked = await check_image(dest, head, max_pixels=limits.max_pixels, what=what)
     except BaseException:
-        if stream is not None:
-            stream.abort()
         if not isinstance(source, FileSource):
             discard(dest)
         raise
