@@ -111,6 +111,15 @@ class ImageServer:
                     return web.Response(status=499)  # the client gave up (cancelled): stop waiting
                 await asyncio.sleep(0.01)
             return web.Response(status=404, text="the gate never opened")
+        if name == "stalling-page.png":  # a page claiming to be a picture, whose rest never comes
+            resp = web.StreamResponse(headers={"Content-Type": "image/png", "Content-Length": "1000000"})
+            await resp.prepare(request)
+            await resp.write(b"<!DOCTYPE html><html><body>")
+            for _ in range(1000):  # 10 s, or until the client hung up
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await asyncio.sleep(0.01)
+            return resp
         if name == "redirect":
             raise web.HTTPFound(self.redirect_to)
         if name == "loop":
@@ -299,6 +308,16 @@ async def test_bad_inputs_are_refused_and_leave_no_file(
     with pytest.raises(InputImageFailed) as info:
         await prepare_image("init", UrlSource(f"{images.url}/{name}"), tmp_path, store=None, limits=limits)
     assert expected in info.value.message and "'init'" in info.value.message
+    assert files(tmp_path) == []
+
+
+async def test_a_page_that_is_no_picture_is_refused_at_its_first_bytes(images: ImageServer, tmp_path: Path) -> None:
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(InputImageFailed) as info:
+        await prepare_image("init", UrlSource(f"{images.url}/stalling-page.png"), tmp_path, store=None, limits=TRUSTED)
+    assert asyncio.get_running_loop().time() - started < 5  # not the 10 s the rest would take
+    assert "starts like an HTML/XML page" in info.value.message
+    assert info.value.message.count("input image 'init'") == 1 and not info.value.retryable
     assert files(tmp_path) == []
 
 

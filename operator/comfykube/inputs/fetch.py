@@ -22,6 +22,7 @@ import functools
 import hashlib
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ from comfykube.comfyui.transport import describe_transport_error, status_text
 from comfykube.errors import InputImageFailed
 from comfykube.inputs.addresses import Policy, Resolver, forbidden_reason, resolve_checked, resolve_dns
 
-CHUNK = 64 * 1024
 HEAD_BYTES = 16
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -89,8 +89,12 @@ async def fetch_url(
     max_redirects: int = 5,
     resolve: Resolver = resolve_dns,
     policy: Policy = forbidden_reason,
+    on_head: Callable[[builtins.bytes], None] | None = None,
 ) -> Fetched:
     """Stream `url` into `dest` with the checks in the module docstring; InputImageFailed otherwise.
+
+    `on_head(head)` is called once the first `HEAD_BYTES` are in (or the body ended
+    before); what it raises stops the fetch there (a page that is no picture is not read on).
 
     Failures that may pass (connection refused, 5xx, time-outs) are retryable; the
     others (404, HTML, too big, a private address) are not.
@@ -129,13 +133,19 @@ async def fetch_url(
                         raise InputImageFailed(f"{safe_url(current)} redirects without a Location")
                     current = _parse(str(current.join(location)))
                     continue
-                return await _save(response, current, dest, max_bytes)
+                return await _save(response, current, dest, max_bytes, on_head)
             finally:
                 await response.aclose()
     raise InputImageFailed(f"{safe_url(url)} redirects more than {max_redirects} times")
 
 
-async def _save(response: httpx.Response, url: httpx.URL, dest: Path, max_bytes: int) -> Fetched:
+async def _save(
+    response: httpx.Response,
+    url: httpx.URL,
+    dest: Path,
+    max_bytes: int,
+    on_head: Callable[[builtins.bytes], None] | None,
+) -> Fetched:
     shown = safe_url(url)
     if response.status_code != 200:
         raise InputImageFailed(
@@ -156,7 +166,9 @@ async def _save(response: httpx.Response, url: httpx.URL, dest: Path, max_bytes:
     try:
         # Local-disk writes of one chunk are short and bounded; no thread hop needed.
         with os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            async for chunk in response.aiter_raw(CHUNK):
+            # As the bytes come (at most httpcore's 64 KiB read each): bounded, and no
+            # re-chunking copies (less CPU per MB than aiter_raw(64 KiB), measured).
+            async for chunk in response.aiter_raw():
                 received += len(chunk)
                 if received > max_bytes:
                     raise InputImageFailed(
@@ -164,6 +176,8 @@ async def _save(response: httpx.Response, url: httpx.URL, dest: Path, max_bytes:
                     )
                 if len(head) < HEAD_BYTES:
                     head += chunk[: HEAD_BYTES - len(head)]
+                    if len(head) == HEAD_BYTES and on_head is not None:
+                        on_head(head)
                 digest.update(chunk)
                 out.write(chunk)
     except httpx.HTTPError as exc:
@@ -177,6 +191,12 @@ async def _save(response: httpx.Response, url: httpx.URL, dest: Path, max_bytes:
     if received == 0:
         discard(dest)
         raise InputImageFailed(f"{shown} answered an empty body")
+    if len(head) < HEAD_BYTES and on_head is not None:
+        try:
+            on_head(head)
+        except BaseException:
+            discard(dest)
+            raise
     if declared is not None and declared.isdigit() and received != int(declared):
         discard(dest)
         raise InputImageFailed(f"{shown} was cut off: got {received} of {declared} bytes", retryable=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfykube.errors import InputImageFailed, InvalidSpec
-from comfykube.inputs.check import check_image
+from comfykube.inputs.check import check_image, describe_head, sniff_input
 from comfykube.inputs.fetch import discard, fetch_url, hash_file, safe_url
 from comfykube.storage.base import ObjectStore, ObjectTooLarge
 from comfykube.types import InputImage
@@ -139,6 +139,16 @@ async def prepare_image(
     dest = dest_dir / f"input-{name}.part"
     try:
         if isinstance(source, UrlSource):
+            refused: list[InputImageFailed] = []
+
+            def sniff(head: bytes) -> None:
+                """The magic bytes as soon as they are in: a page that is no picture stops the fetch."""
+                if sniff_input(head) is None:
+                    refused.append(InputImageFailed(
+                        f"{what} is not a PNG, JPEG, WebP, GIF or BMP image ({describe_head(head)})"
+                    ))
+                    raise refused[0]
+
             try:
                 fetched = await fetch_url(
                     source.url,
@@ -147,8 +157,11 @@ async def prepare_image(
                     allow_private=limits.allow_private,
                     http_timeout=limits.url_timeout,
                     max_redirects=limits.max_redirects,
+                    on_head=sniff,
                 )
             except InputImageFailed as exc:
+                if refused and exc is refused[0]:  # said of the image already
+                    raise
                 raise InputImageFailed(f"input image {name!r}: {exc.message}", retryable=exc.retryable) from None
             size, sha256, head = fetched.bytes, fetched.sha256, fetched.head
         else:
