@@ -21,8 +21,10 @@
 3. overhead for a 20 MB image and peak RSS growth moving a 100 MB image (target ≤ 32 MB)
    (skipped with --skip-large).
 
-The stand-in runs in its own thread (its own event loop) or process, so its CPU time
-is not charged to the pipeline's loop. Not a test: it asserts nothing.
+The stand-in runs as its own process (`--standin process`, the default), as a real ComfyUI
+does: in a thread of this process (`--standin thread`) its request handling and PNG writing
+take the same GIL as the pipeline and are counted as the pipeline's overhead. Stamps are
+wall-clock (`time.time`) on both sides, one machine. Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from comfykube.storage import ObjectStore, make_store
 from comfykube.types import ImageJobSpec
 from comfykube.workflows import WorkflowLibrary
 from tests.standins.comfyui import run_in_thread
+from tests.standins.comfyui_plugin import ComfyUIProcess
 from tests.standins.s3 import NanioServer
 
 WORKFLOWS = WorkflowLibrary([DEFAULT_WORKFLOWS_DIR, Path(__file__).with_name("workflows")])
@@ -154,6 +157,24 @@ class Probe:
 
 
 @contextmanager
+def comfyui_standin(mode: str, exec_seconds: float) -> Iterator[Any]:
+    """The ComfyUI stand-in, as a process (like a real ComfyUI) or a thread of this process."""
+    if mode == "thread":
+        with run_in_thread(exec_seconds=exec_seconds) as server:
+            yield server
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "output"
+        output.mkdir()
+        server = ComfyUIProcess(output, Path(tmp) / "standin.log", ["--exec-seconds", str(exec_seconds)])
+        server.start()
+        try:
+            yield server
+        finally:
+            server.kill()
+
+
+@contextmanager
 def nanio_settings() -> Iterator[Settings]:
     """Settings for an S3 store on a fresh nanio (loopback)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,6 +272,8 @@ def main() -> None:
     parser.add_argument("--exec", type=float, default=0.02, help="stand-in execution seconds per prompt")
     parser.add_argument("--inflight", type=int, default=4, help="jobs in flight (the operator's cap)")
     parser.add_argument("--skip-large", action="store_true", help="skip the 20 MB and 100 MB figures")
+    parser.add_argument("--standin", choices=("process", "thread"), default="process",
+                        help="run the ComfyUI stand-in as its own process (like a real ComfyUI) or a thread here")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -259,7 +282,8 @@ def main() -> None:
 
     ms = 1000.0
     lines: list[str] = []
-    with tempfile.TemporaryDirectory() as out, nanio_settings() as s3, run_in_thread(exec_seconds=args.exec) as comfy:
+    standin = comfyui_standin(args.standin, args.exec)
+    with tempfile.TemporaryDirectory() as out, nanio_settings() as s3, standin as comfy:
         stores = {"local": Settings(output_dir=Path(out)), "s3": s3}
         p50: dict[tuple[str, str], float] = {}
         for store_name, settings in stores.items():

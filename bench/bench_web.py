@@ -58,7 +58,7 @@ def status_for(n: int, name: str, uid: str) -> dict[str, Any]:
                 "message": "sampler 'euler_a' is not offered" if phase == "Failed" else "queued"}
     key = f"bench/{name}/{uid}/0.png"
     image = {"key": key, "bytes": 1234, "sha256": "a" * 64, "contentType": "image/png", "width": 512,
-             "height": 512, "thumbnailKey": key.replace("0.png", "0.thumb.webp")}
+             "height": 512, "thumbnailKey": key.replace("0.png", "0.thumb.jpg")}
     return {"phase": "Succeeded", "reason": "Succeeded", "seed": n, "images": [image], "imageCount": 1,
             "progress": {"value": 20, "max": 20}, "progressText": "20/20"}
 

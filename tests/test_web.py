@@ -59,9 +59,9 @@ async def test_grid_lists_jobs_newest_first_with_thumbnails(
         # The thumbnail (not the original) is shown, through a presigned URL that works.
         [thumb] = re.findall(r'<img data-field="thumb"[^>]* src="([^"]+)"', html)
         thumb = thumb.replace("&amp;", "&")
-        assert "/default/older/u1/0.thumb.webp?" in thumb and "X-Amz-Signature=" in thumb
+        assert "/default/older/u1/0.thumb.jpg?" in thumb and "X-Amz-Signature=" in thumb
         fetched = await get(thumb)
-        assert fetched.status_code == 200 and fetched.content[:4] == b"RIFF"
+        assert fetched.status_code == 200 and fetched.content[:3] == b"\xff\xd8\xff"
         assert 'value="50"' in html  # the running job's bar: 2 of 4 steps
         assert "a blue heron" in html and "kubectl" in html
 
@@ -206,7 +206,7 @@ async def test_job_page_shows_images_spec_seed_events_and_a_manifest_to_render_i
         assert manifest["metadata"]["generateName"] == "fox-"
         # The JSON view reads status through the types.
         body = (await get(gallery.url + "/api/jobs/default/fox")).json()
-        assert body["status"]["seed"] == 777 and body["status"]["images"][0]["thumbnailKey"].endswith(".thumb.webp")
+        assert body["status"]["seed"] == 777 and body["status"]["images"][0]["thumbnailKey"].endswith(".thumb.jpg")
 
 
 async def test_failed_job_shows_reason_and_message(kube_api_inprocess: Any, s3_settings: Any) -> None:
@@ -361,7 +361,7 @@ async def test_a_new_job_arrives_on_the_stream(kube_api_inprocess: Any, s3_setti
         await task
         cards = [job for _, name, data in events if name == "jobs" for job in data["jobs"]]
         assert cards[0]["key"] == "default/fresh" and cards[0]["prompt"] == "a fresh one"
-        assert cards[-1]["phase"] == "Succeeded" and ".thumb.webp?" in cards[-1]["thumb"]
+        assert cards[-1]["phase"] == "Succeeded" and ".thumb.jpg?" in cards[-1]["thumb"]
 
 
 async def test_stream_resumes_from_last_event_id(kube_api_inprocess: Any, s3_settings: Any) -> None:
@@ -534,7 +534,7 @@ async def test_videos_play_on_the_job_page_and_never_sit_in_an_img(
         await gallery.synced(1)
         grid = (await get(gallery.url + "/")).text
         [thumb] = re.findall(r'<img data-field="thumb"[^>]* src="([^"]+)"', grid)
-        assert "/default/clip/u/1.thumb.webp?" in thumb  # the picture's preview, not the video
+        assert "/default/clip/u/1.thumb.jpg?" in thumb  # the picture's preview, not the video
         page = (await get(gallery.url + "/jobs/default/clip")).text
         assert re.search(r'<video class="full" src="[^"]*/default/clip/u/0\.mp4\?', page)
         assert "fallback.safetensors" in page  # the checkpoint actually used

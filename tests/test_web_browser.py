@@ -92,7 +92,7 @@ def test_gallery_in_chromium_thumbnails_live_progress_and_job_page(
     create_job(kube, namespace, "bad-sampler", "a fox drawn with a sampler ComfyUI does not have", sampler="euler_a")
     for name, _ in PROMPTS:
         job = wait_succeeded(kube, namespace, name)
-    assert job["status"]["images"][0]["thumbnailKey"].endswith(".thumb.webp")
+    assert job["status"]["images"][0]["thumbnailKey"].endswith(".thumb.jpg")
     wait_until(lambda: (kubectl_json(kube, "get", "imagejob", "bad-sampler", "-n", namespace).get("status") or {})
                .get("phase") == "Failed", timeout=60, what="bad-sampler Failed")
 
@@ -115,7 +115,7 @@ def test_gallery_in_chromium_thumbnails_live_progress_and_job_page(
             thumbs = page.eval_on_selector_all("article.card img[data-field=thumb][src]",
                                                "els => els.map(i => [i.currentSrc, i.naturalWidth])")
             assert len(thumbs) == 5, thumbs
-            assert all(".thumb.webp?" in src and 0 < width <= 384 for src, width in thumbs), thumbs
+            assert all(".thumb.jpg?" in src and 0 < width <= 384 for src, width in thumbs), thumbs
             # The markup prompt is text on the page, and no element came from it.
             assert page.locator("text=<img src=x onerror=alert(1)> should stay text").count() == 1
             assert page.evaluate("() => document.querySelectorAll('img[src=x]').length") == 0
@@ -145,7 +145,7 @@ def test_gallery_in_chromium_thumbnails_live_progress_and_job_page(
             # Finished: the card shows its thumbnail, still on the same document (no reload).
             card.locator("img[data-field=thumb]").evaluate(
                 "img => new Promise(r => img.complete && img.naturalWidth ? r() : img.addEventListener('load', r))")
-            assert ".thumb.webp?" in card.locator("img[data-field=thumb]").evaluate("i => i.currentSrc")
+            assert ".thumb.jpg?" in card.locator("img[data-field=thumb]").evaluate("i => i.currentSrc")
             assert page.evaluate("() => window.__sameDocument") is True
             assert card.locator("[data-field=phase]").text_content() == "Succeeded"
 

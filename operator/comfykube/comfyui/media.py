@@ -61,15 +61,21 @@ class CheckedMedia:
 
 
 def reduced_frame(frame: Image.Image, max_side: int) -> Image.Image:
-    """A new RGB (RGBA where there is transparency) copy of `frame`, at most `max_side` px on its longest side.
+    """A new RGB (RGBA where there is transparency) copy of `frame`, its longest side at most `max_side` px.
 
-    BILINEAR: Pillow widens its support when shrinking, so it is antialiased, at about half
-    the CPU of LANCZOS (the difference does not show at preview size; the live previews use
-    it too); `reducing_gap` first shrinks large pictures by whole factors (a cheap box reduce).
+    Shrunk by the smallest whole factor that fits (`Image.reduce`: each output pixel the mean
+    of a k×k block, so it is antialiased), which leaves the longest side between half of
+    `max_side` and `max_side` (512 px → 256, 768 → 384, 1024 → 341). A whole-factor box
+    reduce costs ~0.5 ms on a 512 px render where a BILINEAR resize to exactly `max_side`
+    costs ~6 (measured, Pillow 13, this machine): it sits on every job's critical path.
     """
-    copy = frame.convert("RGBA" if "A" in frame.getbands() or "transparency" in frame.info else "RGB")
-    copy.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return copy
+    mode = "RGBA" if "A" in frame.getbands() or "transparency" in frame.info else "RGB"
+    factor = -(-max(frame.size) // max_side)  # ceil: the smallest k with longest / k <= max_side
+    if frame.mode == mode:
+        # reduce() returns a new image (and copy() one when nothing needs shrinking).
+        return frame.reduce(factor) if factor > 1 else frame.copy()
+    copy = frame.convert(mode)
+    return copy.reduce(factor) if factor > 1 else copy
 
 
 #: File name extension → the sniffed extensions it may hold.
